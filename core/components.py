@@ -1,0 +1,234 @@
+"""The component contracts that plugins implement, and the values they exchange.
+
+Every component class carries a ``name`` (the key users write in experiment YAML) and a
+``Settings`` dataclass. The experiment loader builds ``Settings`` from the YAML fields, so a
+misspelled or wrongly typed field fails at load time, before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+import torch
+
+RecordKind = Literal["harmful", "benign"]
+Split = Literal["train", "eval"]
+JudgeLabel = Literal["refusal", "harmful", "compliant"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One prompt of a harm category with its demonstration.
+
+    For a harmful prompt the demonstration is Chain-of-Draft reasoning followed by a refusal
+    that names the harm and offers a safe alternative. For a benign look-alike prompt it is a
+    short helpful answer.
+    """
+
+    id: str
+    category: str
+    kind: RecordKind
+    prompt: str
+    demonstration: str
+    split: Split
+
+
+@dataclass(frozen=True)
+class HarmCategory:
+    """A harm category: its name, a description, and the JSONL file of its records."""
+
+    name: str
+    description: str
+    data_path: Path
+
+    def load_records(self) -> list[Record]:
+        """Read and validate the category's records (see ``drirl.dataset``)."""
+        from drirl.dataset import load_records
+
+        return load_records(self.data_path, expected_category=self.name)
+
+
+@dataclass
+class RunContext:
+    """What every stage receives: the seed, the device and the shared caches."""
+
+    seed: int = 0
+    device: str = "cpu"
+    cache_dir: Path | None = None
+    text_encoder: str | None = None
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class EmptySettings:
+    """Settings of a component that takes none."""
+
+
+class RewardScorer(Protocol):
+    """A trained reward model, or a set of them routed by category."""
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        categories: Sequence[str],
+    ) -> torch.Tensor:
+        """Return one float32 reward per (prompt, response, category), shape (N,)."""
+        ...
+
+
+class Component(ABC):
+    """Base of every pluggable component class."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type] = EmptySettings
+
+    def __init__(self, settings: Any | None = None) -> None:
+        self.settings = settings if settings is not None else self.Settings()
+
+    @classmethod
+    def settings_fields(cls) -> list[str]:
+        """Return the names of the YAML fields this component accepts."""
+        return [f.name for f in dataclasses.fields(cls.Settings)]
+
+
+class RewardLearner(Component):
+    """Trains reward models from demonstrations and returns a scorer."""
+
+    @abstractmethod
+    def train(
+        self,
+        policy_path: Path,
+        records: Sequence[Record],
+        out_dir: Path,
+        ctx: RunContext,
+    ) -> None:
+        """Train on the records' train split and save everything needed to ``out_dir``."""
+
+    @abstractmethod
+    def load(self, out_dir: Path, ctx: RunContext) -> RewardScorer:
+        """Load what ``train`` saved in ``out_dir`` as a scorer."""
+
+
+@dataclass
+class ScalerBatch:
+    """One GRPO batch as the difficulty scalers see it.
+
+    N = number of prompt groups x completions per group. ``group_ids`` gives each completion
+    the index of its prompt group, so the same prompt twice in a batch keeps two groups.
+    """
+
+    prompts: list[str]
+    completions: list[str]
+    demonstrations: list[str]
+    categories: list[str]
+    group_ids: torch.Tensor
+    rewards: torch.Tensor
+    scorer: RewardScorer | None = None
+
+
+class DifficultyScaler(Component):
+    """Computes a positive multiplier per completion for the normalised advantage."""
+
+    def __init__(
+        self, settings: Any | None = None, ctx: RunContext | None = None
+    ) -> None:
+        super().__init__(settings)
+        self.ctx = ctx if ctx is not None else RunContext()
+
+    @abstractmethod
+    def factors(self, batch: ScalerBatch) -> torch.Tensor:
+        """Return alpha, a float32 tensor of shape (N,)."""
+
+    def statistics(self) -> dict[str, float]:
+        """Return the scaler's extra statistics from its last ``factors`` call, for logging."""
+        return {}
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """Settings shared by every optimizer; an optimizer's own Settings extends this."""
+
+    learning_rate: float = 1e-5
+    steps: int = 20
+    batch_size: int = 8
+    beta: float = 0.04
+    max_prompt_length: int = 256
+    max_completion_length: int = 64
+
+
+@dataclass
+class TrainResult:
+    """What an optimizer leaves behind: the aligned model folder and its training log."""
+
+    model_path: Path
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Optimizer(Component):
+    """Aligns a policy against a reward scorer (or preference pairs), optionally scaled."""
+
+    Settings: ClassVar[type] = OptimizerSettings
+    needs_reward: ClassVar[bool] = True
+    # False for an optimizer that has a scaled variant of its own (grpo beside grpo_s).
+    accepts_scaler: ClassVar[bool] = True
+
+    @abstractmethod
+    def train(
+        self,
+        policy_path: Path,
+        records: Sequence[Record],
+        scorer: RewardScorer | None,
+        scaler: DifficultyScaler | None,
+        out_dir: Path,
+        ctx: RunContext,
+    ) -> TrainResult:
+        """Train on the records' train split; save the model under ``out_dir / "model"``."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A judge's verdict on one response, with a score in [0, 1] for ``label``."""
+
+    label: JudgeLabel
+    score: float
+
+
+class Judge(Component):
+    """Labels responses as refusal, harmful or compliant."""
+
+    @abstractmethod
+    def judge(
+        self, prompts: Sequence[str], responses: Sequence[str]
+    ) -> list[Judgement]:
+        """Return one Judgement per (prompt, response)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A rate or score with its sample count and a bootstrap 95% confidence interval."""
+
+    value: float
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class Benchmark(Component):
+    """An evaluation task run through lm-eval."""
+
+    @abstractmethod
+    def run(
+        self,
+        model_path: Path,
+        records: Sequence[Record],
+        judge: Judge,
+        out_dir: Path,
+        ctx: RunContext,
+    ) -> dict[str, Metric]:
+        """Evaluate the model on the records' eval split; keep per-sample records in out_dir."""

