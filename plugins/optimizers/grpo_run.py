@@ -1,0 +1,177 @@
+"""The life cycle shared by ``grpo`` and ``grpo_s``: set up, train, save."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from drirl.components import (
+    DifficultyScaler,
+    Record,
+    RewardScorer,
+    RunContext,
+    TrainResult,
+)
+from drirl.errors import ConfigError, DrirlError
+from drirl.generation import load_tokenizer
+from drirl.plugins.optimizers.grpo_data import (
+    GRPOSettings,
+    build_train_dataset,
+    make_reward_function,
+)
+from drirl.plugins.optimizers.grpo_trainer import ScaledGRPOTrainer
+from transformers import AutoModelForCausalLM
+from trl import GRPOConfig, GRPOTrainer
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+LOG_HISTORY_FILE = "log_history.json"
+# Fields that drirl sets itself; trl_args may not override them.
+MANAGED_FIELDS = (
+    "output_dir",
+    "max_steps",
+    "per_device_train_batch_size",
+    "num_generations",
+    "beta",
+    "learning_rate",
+    "max_completion_length",
+    "temperature",
+    "logging_steps",
+    "seed",
+    "disable_tqdm",
+)
+
+
+def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPOConfig:
+    """Build the GRPOConfig: fp32, no checkpoints or trackers, steps and seed from drirl."""
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(settings.trl_args) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown GRPOConfig field(s) {', '.join(unknown)} in trl_args; see "
+            "trl.GRPOConfig (trl 1.16) for the accepted fields",
+            field="optimizer_settings.trl_args",
+        )
+    managed = sorted(set(settings.trl_args) & set(MANAGED_FIELDS))
+    if managed:
+        raise ConfigError(
+            f"trl_args may not set {', '.join(managed)}; set them as optimizer settings",
+            field="optimizer_settings.trl_args",
+        )
+    on_cpu = ctx.device == "cpu"
+    values: dict[str, Any] = {
+        "use_cpu": on_cpu,
+        "bf16": False,
+        "fp16": False,
+        # transformers 5.25 renamed gradient_checkpointing; setting both avoids its warning.
+        "activation_checkpointing": False,
+        "gradient_checkpointing": False,
+        "report_to": [],
+        "save_strategy": "no",
+        "log_completions": False,
+        **settings.trl_args,
+        "output_dir": str(out_dir / "trainer"),
+        "max_steps": settings.steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "num_generations": settings.num_generations,
+        "beta": settings.beta,
+        "learning_rate": settings.learning_rate,
+        "max_completion_length": settings.max_completion_length,
+        "temperature": settings.temperature,
+        "logging_steps": settings.logging_steps,
+        "seed": ctx.seed,
+        "disable_tqdm": not ctx.show_progress,
+    }
+    return GRPOConfig(**values)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_model_atomic(trainer: GRPOTrainer, tokenizer: Any, model_path: Path) -> None:
+    """Save weights (safetensors) and tokenizer to a temporary folder, then rename it."""
+    tmp = Path(tempfile.mkdtemp(prefix=model_path.name + ".", dir=model_path.parent))
+    try:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if model_path.exists():
+            shutil.rmtree(model_path)
+        tmp.rename(model_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_grpo(
+    settings: GRPOSettings,
+    policy_path: Path,
+    records: Sequence[Record],
+    scorer: RewardScorer | None,
+    scaler: DifficultyScaler | None,
+    out_dir: Path,
+    ctx: RunContext,
+) -> TrainResult:
+    """Train with TRL's GRPO, or with GRPO-S when ``scaler`` is given, and save the model.
+
+    Writes ``out_dir/model`` (safetensors weights and the tokenizer) and
+    ``out_dir/log_history.json``.
+    """
+    if scorer is None:
+        raise DrirlError(
+            "GRPO needs a reward scorer; run the reward stage first or pick a reward learner"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(ctx.seed)
+
+    tokenizer = load_tokenizer(policy_path, padding_side="left")
+    dataset = build_train_dataset(
+        records, tokenizer, settings.max_prompt_length, ctx.seed
+    )
+    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    config = build_config(settings, out_dir, ctx)
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "reward_funcs": [make_reward_function(scorer, settings.nonfinite_rewards)],
+        "args": config,
+        "train_dataset": dataset,
+        "processing_class": tokenizer,
+    }
+    if scaler is None:
+        trainer = GRPOTrainer(**kwargs)
+    else:
+        trainer = ScaledGRPOTrainer(**kwargs, scaler=scaler, scorer=scorer)
+
+    logger.info(
+        "training %s for %d steps on %d prompts (%d completions per step)",
+        type(trainer).__name__,
+        settings.steps,
+        len(dataset),
+        settings.batch_size,
+    )
+    trainer.train()
+
+    model_path = out_dir / MODEL_DIR
+    _save_model_atomic(trainer, tokenizer, model_path)
+    log_history = list(trainer.state.log_history)
+    _write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
+    logger.info("saved the trained model to %s", model_path)
+    return TrainResult(model_path=model_path, log_history=log_history)

@@ -1,0 +1,164 @@
+"""The ``reward_gap`` difficulty scaler: model-level responsiveness.
+
+For completion i of prompt group j, with the reward model r and the group's demonstration d:
+
+    g_i = r(q_j, o_i) - r(q_j, d_j)
+    reference = mean of g over the batch, leaving out outliers with (g - mean g)^2 > tau
+    alpha_M_j = sigmoid(reference) / sigmoid(mean of g over group j)
+
+Every completion of group j gets the same alpha_M_j. Groups whose completions lag their
+demonstration more than the batch does get alpha above 1. With ``ema`` set, the reference is
+an exponential moving average across calls: ema * previous + (1 - ema) * this batch's value.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from drirl import hookimpl
+from drirl.components import DifficultyScaler, RunContext, ScalerBatch
+from drirl.errors import DrirlError
+from drirl.hookspecs import Register
+
+logger = logging.getLogger(__name__)
+
+
+class MissingScorerError(DrirlError, ValueError):
+    """The reward_gap scaler received a batch without a reward scorer."""
+
+
+def robust_reference(gaps: torch.Tensor, tau: float) -> float:
+    """Return the mean of the finite gaps that are not outliers, (g - mean g)^2 > tau.
+
+    When every gap is an outlier the plain mean is returned. NaN gaps are ignored, and a
+    batch without any finite gap gives 0.
+    """
+    finite = gaps[torch.isfinite(gaps)]
+    if finite.numel() == 0:
+        return 0.0
+    mean = finite.mean()
+    inliers = finite[(finite - mean) ** 2 <= tau]
+    if inliers.numel() == 0:
+        return mean.item()
+    return inliers.mean().item()
+
+
+def group_gap_factors(
+    gaps: torch.Tensor, group_ids: torch.Tensor, reference: float
+) -> torch.Tensor:
+    """Return sigmoid(reference) / sigmoid(mean gap of the group) for every completion.
+
+    NaN gaps (unscorable completions) are left out of their group's mean; a group with no
+    finite gap gets alpha 1.
+    """
+    alpha = torch.ones(gaps.shape[0], dtype=torch.float32)
+    numerator = torch.sigmoid(torch.tensor(reference, dtype=torch.float32))
+    for group in torch.unique(group_ids):
+        members = group_ids == group
+        finite = gaps[members][torch.isfinite(gaps[members])]
+        if finite.numel() == 0:
+            continue
+        alpha[members] = numerator / torch.sigmoid(finite.mean())
+    return alpha
+
+
+@dataclass(frozen=True)
+class RewardGapSettings:
+    """Settings of the ``reward_gap`` scaler."""
+
+    tau: float = 1.0
+    ema: float | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.tau, bool)
+            or not isinstance(self.tau, (int, float))
+            or not self.tau > 0
+        ):
+            raise ValueError(
+                f"tau is {self.tau!r}; allowed: a number > 0 (the squared distance from the "
+                "batch mean gap beyond which a gap is an outlier)"
+            )
+        if self.ema is not None and (
+            isinstance(self.ema, bool)
+            or not isinstance(self.ema, (int, float))
+            or not 0 <= self.ema < 1
+        ):
+            raise ValueError(
+                f"ema is {self.ema!r}; allowed: null (no averaging) or a number in [0, 1)"
+            )
+
+
+class RewardGapScaler(DifficultyScaler):
+    """Weights prompt groups by how far their completions' rewards lag the demonstration's."""
+
+    name = "reward_gap"
+    Settings = RewardGapSettings
+
+    def __init__(
+        self, settings: RewardGapSettings | None = None, ctx: RunContext | None = None
+    ) -> None:
+        super().__init__(settings, ctx)
+        self._reference: float | None = None
+        self._statistics: dict[str, float] = {}
+
+    def demonstration_rewards(self, batch: ScalerBatch) -> torch.Tensor:
+        """Score each distinct (prompt, demonstration, category) once; return one per completion."""
+        if batch.scorer is None:
+            raise MissingScorerError(
+                "the reward_gap scaler needs the reward scorer to score demonstrations, but "
+                "the batch has none; use it with a reward-model optimizer (grpo_s), or drop "
+                "reward_gap from the scaler expression"
+            )
+        keys = list(zip(batch.prompts, batch.demonstrations, batch.categories))
+        distinct = list(dict.fromkeys(keys))
+        scores = batch.scorer.score(
+            [key[0] for key in distinct],
+            [key[1] for key in distinct],
+            [key[2] for key in distinct],
+        )
+        scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu().reshape(-1)
+        if scores.shape[0] != len(distinct):
+            raise ValueError(
+                f"the reward scorer returned {scores.shape[0]} scores for {len(distinct)} "
+                "demonstrations; it must return one score per (prompt, response) pair"
+            )
+        by_key = dict(zip(distinct, scores.tolist()))
+        return torch.tensor([by_key[key] for key in keys], dtype=torch.float32)
+
+    def factors(self, batch: ScalerBatch) -> torch.Tensor:
+        """Return alpha_M for each completion (the same value within a prompt group)."""
+        rewards = torch.as_tensor(batch.rewards, dtype=torch.float32).detach().cpu()
+        gaps = rewards - self.demonstration_rewards(batch)
+        batch_reference = robust_reference(gaps, self.settings.tau)
+        if self.settings.ema is None or self._reference is None:
+            reference = batch_reference
+        else:
+            reference = (
+                self.settings.ema * self._reference
+                + (1 - self.settings.ema) * batch_reference
+            )
+        self._reference = reference
+        alpha = group_gap_factors(gaps, batch.group_ids, reference)
+
+        finite = gaps[torch.isfinite(gaps)]
+        mean = finite.mean() if finite.numel() else torch.tensor(0.0)
+        outliers = ((finite - mean) ** 2 > self.settings.tau).float()
+        self._statistics = {
+            "gap_mean": mean.item(),
+            "reference": reference,
+            "outlier_fraction": outliers.mean().item() if outliers.numel() else 0.0,
+        }
+        return alpha
+
+    def statistics(self) -> dict[str, float]:
+        """Return the mean gap, the reference used and the outlier fraction of the last batch."""
+        return dict(self._statistics)
+
+
+@hookimpl
+def register_difficulty_scalers(register: Register) -> None:
+    """Register the ``reward_gap`` scaler."""
+    register(RewardGapScaler)
