@@ -193,7 +193,11 @@ class Optimizer(Component):
 
 @dataclass(frozen=True)
 class Judgement:
-    """A judge's verdict on one response, with a score in [0, 1] for ``label``."""
+    """A judge's verdict on one response: a label and a score in [0, 1].
+
+    Each judge documents what its score measures; for ``refusal_phrases`` it is 1.0 for a
+    refusal and 0.0 otherwise.
+    """
 
     label: JudgeLabel
     score: float

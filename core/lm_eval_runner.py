@@ -1,0 +1,197 @@
+"""Chat generation on local prompts through lm-eval (version 0.4.13).
+
+The prompts are written to a JSONL file and run as a ``generate_until`` task built from a
+config dict, loaded with lm-eval's ``json`` dataset loader. Generation is greedy, uses the
+model's chat template and stops at the end-of-sequence token or after ``max_new_tokens``.
+The task's own metric is lm-eval's ``bypass`` placeholder, because drirl scores the logged
+responses with a judge afterwards.
+
+Nothing is downloaded: the data path is absolute (lm-eval resolves relative paths against
+the working directory), the model is a local folder, and the datasets cache lives in the
+output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drirl.components import Record
+from drirl.errors import DrirlError
+
+logger = logging.getLogger(__name__)
+
+# The most recently loaded lm-eval model, reused while the same weights are evaluated.
+_cached_lm: tuple[tuple[Any, ...], Any] | None = None
+
+
+def write_prompts(records: Sequence[Record], path: Path) -> Path:
+    """Write one JSON object per record (id, category, kind, prompt) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            row = {
+                "id": record.id,
+                "category": record.category,
+                "kind": record.kind,
+                "prompt": record.prompt,
+            }
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path.resolve()
+
+
+def build_task_config(
+    task_name: str, data_file: Path, *, max_new_tokens: int, cache_dir: Path
+) -> dict[str, Any]:
+    """Return an lm-eval ``generate_until`` task config that reads ``data_file``."""
+    if not data_file.is_absolute():
+        raise ValueError(f"data_file must be an absolute path, got {data_file}")
+    return {
+        "task": task_name,
+        "dataset_path": "json",
+        "dataset_kwargs": {
+            "data_files": {"test": str(data_file)},
+            "cache_dir": str(cache_dir),
+        },
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_target": "",
+        "num_fewshot": 0,
+        # An empty `until` leaves only the end-of-sequence token, which HFLM always adds.
+        "generation_kwargs": {
+            "until": [],
+            "max_gen_toks": max_new_tokens,
+            "do_sample": False,
+        },
+        "metric_list": [
+            {"metric": "bypass", "aggregation": "bypass", "higher_is_better": True}
+        ],
+    }
+
+
+def _weights_signature(model_path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Return (name, size, mtime) of the folder's files, so rewritten weights reload."""
+    return tuple(
+        (item.name, item.stat().st_size, item.stat().st_mtime_ns)
+        for item in sorted(model_path.iterdir())
+        if item.is_file()
+    )
+
+
+def load_lm(model_path: Path, *, batch_size: int, device: str = "cpu") -> Any:
+    """Return an lm-eval HFLM for a local model folder, reusing the last one when unchanged.
+
+    Only one model is kept, so evaluating many models in turn does not hold them all in
+    memory.
+    """
+    global _cached_lm
+    from lm_eval.models.huggingface import HFLM
+
+    model_path = Path(model_path).resolve()
+    if not (model_path / "config.json").is_file():
+        raise DrirlError(
+            f"model folder {model_path} has no config.json. Pass a Hugging Face model folder"
+        )
+    key = (str(model_path), device, batch_size, _weights_signature(model_path))
+    if _cached_lm is not None and _cached_lm[0] == key:
+        return _cached_lm[1]
+
+    _cached_lm = None
+    logger.info("loading %s for lm-eval on %s", model_path, device)
+    lm = HFLM(
+        pretrained=str(model_path),
+        device=device,
+        dtype="float32",
+        batch_size=batch_size,
+        trust_remote_code=False,
+    )
+    _cached_lm = (key, lm)
+    return lm
+
+
+def clear_lm_cache() -> None:
+    """Drop the cached lm-eval model."""
+    global _cached_lm
+    _cached_lm = None
+
+
+def generate_with_lm_eval(
+    model_path: Path,
+    records: Sequence[Record],
+    out_dir: Path,
+    *,
+    task_name: str,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> list[tuple[Record, str]]:
+    """Generate one greedy chat response per record through lm-eval, in record order.
+
+    The prompts file and the datasets cache are written under ``out_dir``. Responses are
+    stripped of surrounding whitespace, as ``drirl.generation.generate_responses`` does.
+    """
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager
+
+    if not records:
+        raise ValueError(f"task {task_name!r} has no records to evaluate")
+    ids = [record.id for record in records]
+    duplicates = sorted({record_id for record_id in ids if ids.count(record_id) > 1})
+    if duplicates:
+        raise ValueError(
+            f"task {task_name!r} has duplicate record ids {duplicates}. Record ids must be unique"
+        )
+
+    out_dir = Path(out_dir).resolve()
+    data_file = write_prompts(records, out_dir / f"{task_name}_prompts.jsonl")
+    config = build_task_config(
+        task_name,
+        data_file,
+        max_new_tokens=max_new_tokens,
+        cache_dir=out_dir / "datasets_cache",
+    )
+    lm = load_lm(Path(model_path), batch_size=batch_size, device=device)
+    loaded = TaskManager(include_defaults=False).load([config])
+
+    # evaluate() rather than simple_evaluate(): the latter also reseeds the global random
+    # generators and collects git and environment details, which drirl does not need.
+    results = evaluate(
+        lm=lm,
+        task_dict=loaded,
+        bootstrap_iters=0,
+        log_samples=True,
+        apply_chat_template=True,
+        fewshot_as_multiturn=False,
+    )
+    if results is None:
+        raise DrirlError(f"lm-eval returned no results for task {task_name!r}")
+    return _pair_responses(task_name, records, results["samples"][task_name])
+
+
+def _pair_responses(
+    task_name: str, records: Sequence[Record], samples: Sequence[dict[str, Any]]
+) -> list[tuple[Record, str]]:
+    """Match lm-eval's logged samples back to the records by doc id and record id."""
+    if len(samples) != len(records):
+        raise DrirlError(
+            f"lm-eval logged {len(samples)} samples for task {task_name!r} but "
+            f"{len(records)} prompts were written"
+        )
+    by_doc = {int(sample["doc_id"]): sample for sample in samples}
+    pairs: list[tuple[Record, str]] = []
+    for doc_id, record in enumerate(records):
+        sample = by_doc.get(doc_id)
+        if sample is None or sample["doc"]["id"] != record.id:
+            raise DrirlError(
+                f"lm-eval sample for doc {doc_id} of task {task_name!r} does not match "
+                f"record {record.id!r}"
+            )
+        response = sample["filtered_resps"][0]
+        pairs.append((record, str(response).strip()))
+    return pairs
