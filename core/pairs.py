@@ -1,0 +1,212 @@
+"""Preference pairs built from demonstrations, for reward learners that train on fixed pairs.
+
+Two kinds of pair come out of a harm category's train split:
+
+- harmful prompt: chosen = its safe demonstration, rejected = a base-model sample, which for
+  an uncensored base model usually complies with the request;
+- benign look-alike prompt: chosen = its helpful demonstration, rejected = a refusal taken
+  from a harmful demonstration of the same category, so refusing a benign request ranks below
+  answering it.
+
+Base-model samples are drawn once and cached in a JSONL file, so a rerun reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from drirl.components import Record, RunContext
+from drirl.dataset import select
+from drirl.errors import DrirlError
+
+logger = logging.getLogger(__name__)
+
+HARMFUL_PAIR = "harmful_vs_sample"
+BENIGN_PAIR = "benign_vs_refusal"
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A prompt with a chosen and a rejected response, and where the pair came from."""
+
+    record_id: str
+    category: str
+    source: str
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def refusal_line(demonstration: str) -> str:
+    """Return the refusal of a harmful demonstration, which is its last non-empty line.
+
+    Demonstrations are Chain-of-Draft steps followed by the refusal on the final line.
+    """
+    lines = [line.strip() for line in demonstration.splitlines() if line.strip()]
+    if not lines:
+        raise DrirlError("a harmful demonstration is empty, so it has no refusal line")
+    return lines[-1]
+
+
+def build_pairs(
+    records: Sequence[Record], samples: Mapping[str, str]
+) -> list[PreferencePair]:
+    """Build the preference pairs of the train split of ``records``.
+
+    ``samples`` maps the id of each harmful train record to its base-model sample. The benign
+    record at position i of its category is paired with the refusal of harmful record
+    i mod H of the same category (H harmful train records), so the choice is deterministic
+    and spreads over the category's refusals.
+    """
+    train = select(records, split="train")
+    harmful_by_category: dict[str, list[Record]] = {}
+    for record in select(train, kind="harmful"):
+        harmful_by_category.setdefault(record.category, []).append(record)
+
+    pairs: list[PreferencePair] = []
+    benign_seen: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    for record in train:
+        if record.kind == "harmful":
+            if record.id not in samples:
+                raise DrirlError(
+                    f"no base-model sample for harmful record {record.id!r}; generate the "
+                    "samples of every harmful train record before building pairs"
+                )
+            rejected = samples[record.id]
+            source = HARMFUL_PAIR
+        else:
+            refusals = harmful_by_category.get(record.category, [])
+            if not refusals:
+                skipped[record.category] = skipped.get(record.category, 0) + 1
+                continue
+            position = benign_seen.get(record.category, 0)
+            benign_seen[record.category] = position + 1
+            rejected = refusal_line(refusals[position % len(refusals)].demonstration)
+            source = BENIGN_PAIR
+        pairs.append(
+            PreferencePair(
+                record_id=record.id,
+                category=record.category,
+                source=source,
+                prompt=record.prompt,
+                chosen=record.demonstration,
+                rejected=rejected,
+            )
+        )
+
+    for category, count in skipped.items():
+        logger.warning(
+            "skipped %d benign record(s) of category %r: the category has no harmful train "
+            "record to take a refusal from",
+            count,
+            category,
+        )
+    return pairs
+
+
+def load_or_generate_samples(
+    policy_path: Path,
+    records: Sequence[Record],
+    cache_file: Path,
+    *,
+    max_new_tokens: int,
+    ctx: RunContext,
+) -> dict[str, str]:
+    """Return a greedy base-model sample for each harmful train record, keyed by record id.
+
+    Samples already in ``cache_file`` are reused when their prompt, policy and
+    ``max_new_tokens`` match; the others are generated and the file is rewritten atomically.
+    """
+    from drirl.generation import generate_responses
+
+    harmful = select(records, split="train", kind="harmful")
+    cached = _read_samples(cache_file)
+    policy = str(policy_path)
+    samples: dict[str, str] = {}
+    missing: list[Record] = []
+    for record in harmful:
+        row = cached.get(record.id)
+        if (
+            row is not None
+            and row.get("prompt") == record.prompt
+            and row.get("policy") == policy
+            and row.get("max_new_tokens") == max_new_tokens
+        ):
+            samples[record.id] = row["sample"]
+        else:
+            missing.append(record)
+
+    if not missing:
+        logger.info(
+            "reusing %d cached base-model samples from %s", len(samples), cache_file
+        )
+        return samples
+
+    logger.info("sampling %d base-model responses from %s", len(missing), policy_path)
+    generated = generate_responses(
+        policy_path,
+        [r.prompt for r in missing],
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        seed=ctx.seed,
+        show_progress=ctx.show_progress,
+        description="base-model samples",
+    )
+    for record, sample in zip(missing, generated, strict=True):
+        samples[record.id] = sample
+        cached[record.id] = {
+            "id": record.id,
+            "prompt": record.prompt,
+            "policy": policy,
+            "max_new_tokens": max_new_tokens,
+            "sample": sample,
+        }
+    _write_samples(cache_file, cached)
+    return samples
+
+
+def _read_samples(cache_file: Path) -> dict[str, dict]:
+    if not cache_file.is_file():
+        return {}
+    rows: dict[str, dict] = {}
+    for line_no, text in enumerate(
+        cache_file.read_text(encoding="utf-8").splitlines(), 1
+    ):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError:
+            # A damaged cache costs only a regeneration, so it is not an error.
+            logger.warning(
+                "ignoring invalid line %d of sample cache %s", line_no, cache_file
+            )
+            continue
+        if isinstance(row, dict) and isinstance(row.get("id"), str):
+            rows[row["id"]] = row
+    return rows
+
+
+def _write_samples(cache_file: Path, rows: Mapping[str, dict]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=cache_file.name, dir=cache_file.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            for row in rows.values():
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp_name, cache_file)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def pairs_to_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, str]]:
+    """Return the pairs as plain dicts, for saving or for a datasets.Dataset."""
+    return [asdict(pair) for pair in pairs]
