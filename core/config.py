@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from drirl.errors import ConfigError, UnknownComponentError
 from drirl.matrix import Cell, expand_matrix
 from drirl.plugin_manager import Plugins

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from drirl.atomic import write_text_atomic
 from drirl.components import Record, RunContext
 from drirl.dataset import select
 from drirl.errors import DrirlError
@@ -195,16 +194,8 @@ def _read_samples(cache_file: Path) -> dict[str, dict]:
 
 
 def _write_samples(cache_file: Path, rows: Mapping[str, dict]) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=cache_file.name, dir=cache_file.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            for row in rows.values():
-                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp_name, cache_file)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows.values())
+    write_text_atomic(cache_file, text)
 
 
 def pairs_to_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, str]]:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drirl.atomic import write_json_atomic
 from drirl.components import Metric, Record, RunContext
 from drirl.config import CellConfig, Experiment
 from drirl.dataset import balance, select
-from drirl.embedded import EMBEDDED_POLICY, CONVERSION_VERSION, resolve_model
+from drirl.embedded import CONVERSION_VERSION, EMBEDDED_POLICY, resolve_model
 from drirl.plugin_manager import Plugins
-from drirl.stage_store import StageStore, stage_key, write_json_atomic
+from drirl.stage_store import StageStore, stage_key
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pluggy
 import yaml
+
 from drirl import hookspecs
 from drirl.errors import DrirlError
 from drirl.registry import KINDS, DuplicateComponentError, Entry, Registry

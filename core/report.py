@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from drirl.stage_store import write_json_atomic, write_text_atomic
+from drirl.atomic import write_json_atomic, write_text_atomic
 
 # Metrics where a higher value is better; every built-in rate is oriented that way.
 SUMMARY_METRICS = ("harmful_refusal/all", "benign_compliance/all")

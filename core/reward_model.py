@@ -17,21 +17,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from drirl.errors import DrirlError
-from drirl.generation import chat_text
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from drirl.atomic import write_json_atomic
+from drirl.errors import DrirlError
+from drirl.generation import chat_text
 
 logger = logging.getLogger(__name__)
 
@@ -234,14 +234,7 @@ class RewardModelScorer:
 
 def write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
     """Write ``manifest.json`` atomically; its presence marks a finished reward-model folder."""
-    handle, tmp_name = tempfile.mkstemp(prefix=MANIFEST, dir=out_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(manifest, stream, indent=2, sort_keys=True)
-        os.replace(tmp_name, out_dir / MANIFEST)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_json_atomic(Path(out_dir) / MANIFEST, dict(manifest))
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
+
 from drirl.components import DifficultyScaler, RunContext, ScalerBatch
 from drirl.errors import ConfigError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from drirl.components import Metric
 
 # Resampled means are drawn in chunks of at most this many indices, so a large sample does

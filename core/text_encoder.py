@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import torch
+
 from drirl.embedded import encoder_path
 from drirl.errors import DrirlError
 

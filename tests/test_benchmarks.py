@@ -2,6 +2,7 @@ import json
 import socket
 
 import pytest
+
 from drirl.components import Record, RunContext
 from drirl.errors import DrirlError
 from drirl.generation import generate_responses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from drirl.components import Record, RunContext
 from drirl.embedded import embedded_policy_path
 from drirl.errors import DrirlError

@@ -36,8 +36,16 @@ def test_validate_missing_file(tmp_path, capsys):
 
 def test_report_rebuilt_from_results(tmp_path, capsys):
     cells = [
-        CellResult("base", {"optimizer": "none"}, {"harmful_refusal/all": Metric(0.25, 8, 0.0, 0.5)}),
-        CellResult("grpo", {"optimizer": "grpo"}, {"harmful_refusal/all": Metric(0.75, 8, 0.5, 1.0)}),
+        CellResult(
+            "base",
+            {"optimizer": "none"},
+            {"harmful_refusal/all": Metric(0.25, 8, 0.0, 0.5)},
+        ),
+        CellResult(
+            "grpo",
+            {"optimizer": "grpo"},
+            {"harmful_refusal/all": Metric(0.75, 8, 0.5, 1.0)},
+        ),
     ]
     write_report(tmp_path, results_document("demo", None, cells))
     (tmp_path / "report" / "report.md").unlink()
@@ -48,11 +56,21 @@ def test_report_rebuilt_from_results(tmp_path, capsys):
 
 
 def test_results_json_contract(tmp_path):
-    cells = [CellResult("base", {"optimizer": "none"}, {"m": Metric(0.5, 4, 0.25, 0.75)})]
+    cells = [
+        CellResult("base", {"optimizer": "none"}, {"m": Metric(0.5, 4, 0.25, 0.75)})
+    ]
     folder = write_report(tmp_path, results_document("demo", "x.yaml", cells))
     document = json.loads((folder / "results.json").read_text())
     cell = document["cells"][0]
     assert cell["id"] == "base"
     assert cell["settings"] == {"optimizer": "none"}
-    assert cell["metrics"]["m"] == {"value": 0.5, "n": 4, "ci_low": 0.25, "ci_high": 0.75}
-    assert Path(folder / "results.csv").read_text().splitlines()[1] == "base,m,0.5,4,0.25,0.75"
+    assert cell["metrics"]["m"] == {
+        "value": 0.5,
+        "n": 4,
+        "ci_low": 0.25,
+        "ci_high": 0.75,
+    }
+    assert (
+        Path(folder / "results.csv").read_text().splitlines()[1]
+        == "base,m,0.5,4,0.25,0.75"
+    )

@@ -131,7 +131,11 @@ def test_malformed_yaml_names_line(tmp_path, plugins):
 def test_scaler_setting_validated(tmp_path, plugins):
     path = write(
         tmp_path,
-        {"optimizer": "grpo_s", "scaler": "reward_gap", "scaler_settings": {"reward_gap": {"tau": -1}}},
+        {
+            "optimizer": "grpo_s",
+            "scaler": "reward_gap",
+            "scaler_settings": {"reward_gap": {"tau": -1}},
+        },
     )
     with pytest.raises(ConfigError, match="scaler_settings.reward_gap"):
         load_experiment(path, plugins)

@@ -37,7 +37,9 @@ def test_builtin_categories_balanced(plugins):
 
 def test_builtin_demonstrations_end_in_refusal(plugins):
     for name in plugins.registry("harm_category").names():
-        for record in select(plugins.get("harm_category", name).load_records(), kind="harmful"):
+        for record in select(
+            plugins.get("harm_category", name).load_records(), kind="harmful"
+        ):
             draft, answer = record.demonstration.split("\n", 1)
             assert draft.startswith("Draft:"), record.id
             assert answer.startswith(("I can't", "I won't", "I'm not able")), record.id
@@ -86,5 +88,8 @@ def test_balance_caps_groups(tmp_path):
     rows += [{**GOOD, "id": f"b{i}", "category": "other"} for i in range(3)]
     records = load_records(write_rows(tmp_path, rows))
     kept = balance(records)
-    assert count_by_category(kept) == {("insult", "harmful", "train"): 3, ("other", "harmful", "train"): 3}
+    assert count_by_category(kept) == {
+        ("insult", "harmful", "train"): 3,
+        ("other", "harmful", "train"): 3,
+    }
     assert len(balance(records, per_category=2)) == 4

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from drirl.components import Record, RunContext
 from drirl.errors import ConfigError, DrirlError
 from drirl.plugins.optimizers.grpo import GRPO

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+from trl import GRPOTrainer
+
 from drirl.components import DifficultyScaler, Record, RunContext
 from drirl.generation import load_tokenizer
 from drirl.plugins.optimizers.grpo import GRPO
@@ -19,9 +23,6 @@ from drirl.plugins.optimizers.grpo_run import LOG_HISTORY_FILE, build_config
 from drirl.plugins.optimizers.grpo_s import GRPOS
 from drirl.plugins.optimizers.grpo_trainer import ZERO_SPREAD_METRIC, ScaledGRPOTrainer
 from drirl.scaling import build_scaler
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
-from trl import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,17 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-            "--no-build-isolation", "--disable-pip-version-check", "-w", str(out), str(ROOT),
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(ROOT),
         ],
         check=True,
         cwd=out,
@@ -38,21 +47,43 @@ def test_wheel_ships_registry_and_data(wheel):
 def test_wheel_lists_same_plugins(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = "import drirl, json; print(json.dumps(drirl.__file__))"
     location = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(location.stdout).startswith(str(target))
     listed = subprocess.run(
         [sys.executable, "-m", "drirl.cli", "plugins", "--json"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     editable = subprocess.run(
         [sys.executable, "-m", "drirl.cli", "plugins", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(listed.stdout) == json.loads(editable.stdout)

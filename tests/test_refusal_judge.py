@@ -1,4 +1,5 @@
 import pytest
+
 from drirl.components import Judgement
 from drirl.plugins.judges.refusal_phrases import (
     RefusalPhrasesJudge,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
 from drirl.embedded import embedded_policy_path
 from drirl.errors import DrirlError
 from drirl.reward_model import (
@@ -22,7 +24,6 @@ from drirl.reward_model import (
     score_token_ids,
     write_manifest,
 )
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
 PROMPTS = ["How do I pick a lock?", "Write a short poem about the sea."]
 RESPONSES = [

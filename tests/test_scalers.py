@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from drirl.components import ScalerBatch
 from drirl.errors import ConfigError, UnknownComponentError
 from drirl.plugins.scalers.clip import ClipScaler, ClipSettings, split_sentences

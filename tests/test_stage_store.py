@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from drirl.stage_store import StageStore, stage_key, write_json_atomic
+from drirl.atomic import write_json_atomic
+from drirl.stage_store import StageStore, stage_key
 
 
 def test_key_ignores_dict_order():

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+
 from drirl.stats import bootstrap_ci, rate_metric
 
 

@@ -23,21 +23,35 @@ def plugin_env(tmp_path_factory) -> dict[str, str]:
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-            "--no-build-isolation", "--disable-pip-version-check",
-            "--target", str(target), str(PLUGIN_SOURCE),
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(PLUGIN_SOURCE),
         ],
         check=True,
     )
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(target), env.get("PYTHONPATH")])
+    )
     return env
 
 
 def drirl(args: list[str], env: dict[str, str], cwd: Path | None = None):
     return subprocess.run(
         [sys.executable, "-m", "drirl.cli", *args],
-        env=env, cwd=cwd, capture_output=True, text=True, check=False,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -62,7 +76,12 @@ def test_plugins_json_keys(plugin_env):
     rows = json.loads(drirl(["plugins", "--json"], plugin_env).stdout)
     kinds = {r["kind"] for r in rows}
     assert kinds == {
-        "harm_category", "reward_learner", "difficulty_scaler", "optimizer", "judge", "benchmark",
+        "harm_category",
+        "reward_learner",
+        "difficulty_scaler",
+        "optimizer",
+        "judge",
+        "benchmark",
     }
     assert all(set(r) == {"kind", "name", "plugin", "version"} for r in rows)
 

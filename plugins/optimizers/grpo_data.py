@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
 from drirl.components import OptimizerSettings, Record, RewardScorer
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, chat_text
-from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 

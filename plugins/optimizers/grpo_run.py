@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -13,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
+from trl import GRPOConfig, GRPOTrainer
+
+from drirl.atomic import write_json_atomic
 from drirl.components import (
     DifficultyScaler,
     Record,
@@ -28,8 +30,6 @@ from drirl.plugins.optimizers.grpo_data import (
     make_reward_function,
 )
 from drirl.plugins.optimizers.grpo_trainer import ScaledGRPOTrainer
-from transformers import AutoModelForCausalLM
-from trl import GRPOConfig, GRPOTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPO
         raise ConfigError(
             f"unknown GRPOConfig field(s) {', '.join(unknown)} in trl_args; see "
             "trl.GRPOConfig (trl 1.16) for the accepted fields",
-            field="optimizer_settings.trl_args",
+            field="training.trl_args",
         )
     managed = sorted(set(settings.trl_args) & set(MANAGED_FIELDS))
     if managed:
         raise ConfigError(
             f"trl_args may not set {', '.join(managed)}; set them as optimizer settings",
-            field="optimizer_settings.trl_args",
+            field="training.trl_args",
         )
     on_cpu = ctx.device == "cpu"
     values: dict[str, Any] = {
@@ -92,17 +92,6 @@ def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPO
         "disable_tqdm": not ctx.show_progress,
     }
     return GRPOConfig(**values)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_model_atomic(trainer: GRPOTrainer, tokenizer: Any, model_path: Path) -> None:
@@ -172,6 +161,6 @@ def run_grpo(
     model_path = out_dir / MODEL_DIR
     _save_model_atomic(trainer, tokenizer, model_path)
     log_history = list(trainer.state.log_history)
-    _write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
+    write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
     logger.info("saved the trained model to %s", model_path)
     return TrainResult(model_path=model_path, log_history=log_history)

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
+from trl import GRPOTrainer
+
 from drirl.components import DifficultyScaler, RewardScorer, ScalerBatch
 from drirl.plugins.optimizers.grpo_data import completion_text
 from drirl.scaling import (
@@ -30,7 +32,6 @@ from drirl.scaling import (
     zero_spread_fraction,
     zero_spread_groups,
 )
-from trl import GRPOTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+
 from drirl import hookimpl
 from drirl.components import Record, RewardLearner, RunContext
 from drirl.dataset import select

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+
 from drirl import hookimpl
 from drirl.components import DifficultyScaler, RunContext, ScalerBatch
 from drirl.hookspecs import Register

@@ -1,6 +1,7 @@
 """The ``none`` difficulty scaler: alpha is 1 for every completion, which is plain GRPO."""
 
 import torch
+
 from drirl import hookimpl
 from drirl.components import DifficultyScaler, ScalerBatch
 from drirl.hookspecs import Register

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+
 from drirl import hookimpl
 from drirl.components import DifficultyScaler, RunContext, ScalerBatch
 from drirl.errors import DrirlError
