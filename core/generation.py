@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def chat_messages(prompt: str) -> list[dict[str, str]]:
-    """Return the conversation that asks ``prompt`` as a single user turn."""
+    """Return a conversation with ``prompt`` as its single user turn."""
     return [{"role": "user", "content": prompt}]
 
 

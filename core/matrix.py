@@ -1,6 +1,6 @@
 """Expansion of an experiment's ``matrix:`` into cells.
 
-The matrix holds list-valued axes keyed by dotted field paths (``optimizer``,
+The matrix contains list-valued axes keyed by dotted field paths (``optimizer``,
 ``training.learning_rate``, ``seed`` ...), plus two optional lists of mappings:
 
 - ``exclude``: drop every combination that matches all key/value pairs of an entry;

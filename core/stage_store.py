@@ -1,9 +1,9 @@
 """Stage outputs keyed by a hash of their inputs, written atomically.
 
 Each stage writes into ``<run>/stages/<stage>/<key>/``. The folder is built under a
-temporary name and renamed into place only when the stage finished, so a folder that exists
-is complete: an interrupted run redoes the unfinished stage and nothing else, and cells with
-the same inputs (for example one reward model for several optimizers) share the output.
+temporary name and renamed into place only when the stage has finished, so a folder that
+exists is complete. An interrupted run therefore redoes only the unfinished stage, and cells
+with the same inputs (one reward model for several optimizers) share the output.
 """
 
 from __future__ import annotations
