@@ -131,7 +131,6 @@ class ExperimentRunner:
 
         optimizer = self.plugins.get("optimizer", cell.optimizer)(cell.training)
         data_digest = _records_digest(train)
-        scorer = None
         reward_inputs: dict[str, Any] = {}
         if optimizer.needs_reward:
             learner = self.plugins.get("reward_learner", cell.reward_learner)(
@@ -153,16 +152,7 @@ class ExperimentRunner:
             logger.info(
                 "%s: reward models %s", cell.id, "reused" if reused else "trained"
             )
-            scorer = learner.load(reward_dir, ctx)
 
-        scaler = build_scaler(
-            cell.scaler_names,
-            cell.scaler_settings,
-            self.plugins,
-            ctx,
-            combine=cell.scaler_combine,
-            weights=cell.scaler_weights,
-        )
         optimize_inputs = {
             "optimizer": cell.optimizer,
             "training": cell.training,
@@ -177,6 +167,16 @@ class ExperimentRunner:
         }
 
         def optimize(tmp: Path) -> dict[str, Any]:
+            # The scorer and scaler load only here, so a reused stage costs no model load.
+            scorer = learner.load(reward_dir, ctx) if optimizer.needs_reward else None
+            scaler = build_scaler(
+                cell.scaler_names,
+                cell.scaler_settings,
+                self.plugins,
+                ctx,
+                combine=cell.scaler_combine,
+                weights=cell.scaler_weights,
+            )
             result = optimizer.train(Path(policy), train, scorer, scaler, tmp, ctx)
             write_json_atomic(tmp / "log_history.json", result.log_history)
             return {"steps": len(result.log_history)}
