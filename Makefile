@@ -33,7 +33,9 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 benchmark: install
-	$(BIN)/python -m pytest benchmarks $(PYTEST_ARGS)
+	mkdir -p .benchmarks
+	$(BIN)/python -m pytest benchmarks --benchmark-json=.benchmarks/latest.json $(PYTEST_ARGS)
+	$(BIN)/python benchmarks/write_records.py .benchmarks/latest.json benchmarks/BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info
