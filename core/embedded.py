@@ -13,10 +13,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from drirl.atomic import atomic_folder
 from drirl.errors import DrirlError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     logger.info("converting %s to safetensors at %s (one time)", gguf_path, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name
@@ -95,16 +93,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

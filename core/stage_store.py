@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drirl.atomic import to_jsonable, write_json_atomic
+from drirl.atomic import atomic_folder, to_jsonable, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -61,22 +59,15 @@ class StageStore:
         if self.is_done(stage, key):
             logger.info("stage %s %s: reusing %s", stage, key, final)
             return final, True
-        final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f"{key}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=final.parent))
-        try:
+        if final.parent.is_dir():
+            for stale in final.parent.glob(f"{key}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        with atomic_folder(final) as tmp:
             summary = work(tmp)
             write_json_atomic(
                 tmp / DONE_FILE,
                 {"stage": stage, "key": key, "inputs": inputs, "summary": summary},
             )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final, False
 
     def summary(self, stage: str, key_or_path: str | Path) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from drirl.atomic import write_json_atomic
+from drirl.atomic import atomic_folder, write_json_atomic
 from drirl.components import (
     DifficultyScaler,
     Record,
@@ -96,16 +94,9 @@ def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPO
 
 def _save_model_atomic(trainer: GRPOTrainer, tokenizer: Any, model_path: Path) -> None:
     """Save weights (safetensors) and tokenizer to a temporary folder, then rename it."""
-    tmp = Path(tempfile.mkdtemp(prefix=model_path.name + ".", dir=model_path.parent))
-    try:
+    with atomic_folder(model_path) as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        if model_path.exists():
-            shutil.rmtree(model_path)
-        tmp.rename(model_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def run_grpo(
