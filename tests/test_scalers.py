@@ -349,3 +349,42 @@ def test_combined_statistics_per_scaler():
 def test_combined_rejects_unknown_mode():
     with pytest.raises(ValueError, match="combine"):
         CombinedScaler([NoScaler()], combine="mean")
+
+
+
+@pytest.fixture(scope="module")
+def random_open_clip(tmp_path_factory) -> str:
+    """An open_clip RN50 with random weights saved to disk, as a text encoder spec.
+
+    It stands in for a downloaded checkpoint, which this offline suite cannot fetch, so it
+    checks the loading path only.
+    """
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("RN50", pretrained=None, device="cpu")
+    checkpoint = tmp_path_factory.mktemp("open_clip") / "rn50-random.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return f"open_clip:RN50:{checkpoint}"
+
+
+def test_open_clip_random_checkpoint_wiring(random_open_clip):
+    encoder = load_text_encoder(random_open_clip)
+    embeddings = encoder.encode(["a refusal", "a detailed answer"])
+    assert embeddings.shape == (2, 1024)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_clip_scaler_open_clip_encoder(random_open_clip):
+    scaler = ClipScaler(ClipSettings(encoder=random_open_clip))
+    batch = ScalerBatch(
+        prompts=["p", "p"],
+        completions=["I can't help with that.", "Sure, here it is."],
+        demonstrations=["I can't help with that."] * 2,
+        categories=["insult", "insult"],
+        group_ids=torch.tensor([0, 0]),
+        rewards=torch.tensor([1.0, 0.0]),
+    )
+    alpha = scaler.factors(batch)
+    assert alpha.shape == (2,)
+    assert bool(torch.isfinite(alpha).all())
