@@ -18,10 +18,9 @@ def render(results: dict) -> str:
         "",
         "Written by `make benchmark` (pytest-benchmark) from one run; times in milliseconds.",
         "Each suite's docstring in benchmarks/ says what it measures and its target.",
-        "`test_grpo_step_time` runs once per optimizer: its `median_step_s` is the median of",
-        "TRL's logged step times after the first step, and `ratio_to_grpo` divides GRPO-S's",
-        "by GRPO's. After the first step the two policies differ, so their completions differ",
-        "in length, and the ratio includes that difference as well as the scalers' cost.",
+        "In `test_grpo_step_time` a round is a whole one-step training (model load and save",
+        "included); `median_step_s` is the median of TRL's logged step times over the rounds,",
+        "and `ratio_to_grpo` divides GRPO-S's by GRPO's.",
         "",
         f"- Recorded: {results.get('datetime', 'unknown')}",
         f"- Machine: {machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, "
