@@ -64,7 +64,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from drirl.config import load_experiment
     from drirl.plugin_manager import load_plugins
 
-    experiment = load_experiment(args.file, load_plugins())
+    plugins = load_plugins()
+    experiment = load_experiment(args.file, plugins)
+    # Reading every category's data now reports a bad dataset row before a run starts.
+    categories = {name for cell in experiment.cells for name in cell.categories}
+    for name in sorted(categories):
+        plugins.get("harm_category", name).load_records()
     print(f"{args.file}: valid, {len(experiment.cells)} cell(s):")
     for cell in experiment.cells:
         settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items()) or "defaults"

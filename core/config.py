@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from drirl.embedded import model_spec_problem
 from drirl.errors import ConfigError, UnknownComponentError
 from drirl.matrix import Cell, expand_matrix
 from drirl.plugin_manager import Plugins
@@ -272,6 +273,9 @@ def resolve_cell(
     loc = _locator(cell)
 
     _check_type(config["model"], (str,), "a string", file, loc("model"))
+    problem = model_spec_problem(config["model"])
+    if problem is not None:
+        raise ConfigError(problem, file=file, field=loc("model"), value=config["model"])
     _check_type(config["seed"], (int,), "an integer", file, loc("seed"))
     categories = _resolve_categories(
         config["categories"], plugins, file, loc("categories")

@@ -111,20 +111,34 @@ def embedded_policy_path(cache: str | Path | None = None) -> Path:
     return convert_gguf(policy_gguf_path(), out_dir)
 
 
-def resolve_model(spec: str, cache: str | Path | None = None) -> Path | str:
-    """Resolve a model setting: ``embedded``, a local model folder, or a hub name."""
+def model_spec_problem(spec: str) -> str | None:
+    """Return why a model setting cannot be used, or None when it can.
+
+    A setting is ``embedded``, a local Hugging Face model folder (with config.json), or a
+    hub name, which only loads when the model is in the local Hugging Face cache or the
+    user is online.
+    """
     if spec == EMBEDDED_POLICY:
-        return embedded_policy_path(cache)
+        return None
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise DrirlError(
+            return (
                 f"model folder {path} has no config.json; give a Hugging Face model folder "
                 f"or {EMBEDDED_POLICY!r}"
             )
-        return path.resolve()
+        return None
     if path.exists() or spec.startswith((".", "/", "~")):
-        raise DrirlError(
-            f"model path {spec!r} is not a folder; give a Hugging Face model folder"
-        )
-    return spec
+        return f"model path {spec!r} is not a folder; give a Hugging Face model folder"
+    return None
+
+
+def resolve_model(spec: str, cache: str | Path | None = None) -> Path | str:
+    """Resolve a model setting: ``embedded``, a local model folder, or a hub name."""
+    problem = model_spec_problem(spec)
+    if problem is not None:
+        raise DrirlError(problem)
+    if spec == EMBEDDED_POLICY:
+        return embedded_policy_path(cache)
+    path = Path(spec).expanduser()
+    return path.resolve() if path.is_dir() else spec

@@ -139,3 +139,20 @@ def test_scaler_setting_validated(tmp_path, plugins):
     )
     with pytest.raises(ConfigError, match="scaler_settings.reward_gap"):
         load_experiment(path, plugins)
+
+
+def test_model_path_not_folder(tmp_path, plugins):
+    path = write(tmp_path, {"model": str(tmp_path / "missing-model")})
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, plugins)
+    message = str(info.value)
+    assert "field 'model'" in message
+    assert "is not a folder" in message
+
+
+def test_model_folder_without_config(tmp_path, plugins):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = write(tmp_path, {"model": str(folder)})
+    with pytest.raises(ConfigError, match="has no config.json"):
+        load_experiment(path, plugins)

@@ -351,7 +351,6 @@ def test_combined_rejects_unknown_mode():
         CombinedScaler([NoScaler()], combine="mean")
 
 
-
 @pytest.fixture(scope="module")
 def random_open_clip(tmp_path_factory) -> str:
     """An open_clip RN50 with random weights saved to disk, as a text encoder spec.
