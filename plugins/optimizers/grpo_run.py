@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from drirl.atomic import atomic_folder, write_json_atomic
@@ -139,6 +139,9 @@ def run_grpo(
         trainer = GRPOTrainer(**kwargs)
     else:
         trainer = ScaledGRPOTrainer(**kwargs, scaler=scaler, scorer=scorer)
+    if not ctx.show_progress:
+        # With tqdm disabled, transformers prints every log dict to stdout instead.
+        trainer.remove_callback(PrinterCallback)
 
     logger.info(
         "training %s for %d steps on %d prompts (%d completions per step)",

@@ -194,7 +194,12 @@ def train_reward_model(
     complete or absent. Returns the mean training loss and TRL's log history.
     """
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        PrinterCallback,
+        set_seed,
+    )
     from trl import RewardConfig, RewardTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
@@ -249,6 +254,9 @@ def train_reward_model(
         trainer = RewardTrainer(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer
         )
+        if not ctx.show_progress:
+            # With tqdm disabled, transformers prints every log dict to stdout instead.
+            trainer.remove_callback(PrinterCallback)
         result = trainer.train()
 
         saved = work_dir / "model"
