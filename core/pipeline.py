@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from drirl.atomic import write_json_atomic
+from drirl.cells import CellConfig
 from drirl.components import Metric, Record, RunContext
-from drirl.config import CellConfig, Experiment
+from drirl.config import Experiment
 from drirl.dataset import balance, select
 from drirl.embedded import CONVERSION_VERSION, EMBEDDED_POLICY, resolve_model
 from drirl.plugin_manager import Plugins

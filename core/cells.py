@@ -1,0 +1,319 @@
+"""One matrix cell's configuration: applying its values and validating every component.
+
+``resolve_cell`` overlays a cell's matrix values on the experiment's base fields, looks up
+each named component in the loaded plugins and builds its Settings, so every error names
+the file, the field path (and the matrix entry it came from), the bad value and the
+allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drirl.embedded import model_spec_problem
+from drirl.errors import ConfigError, UnknownComponentError
+from drirl.matrix import Cell
+from drirl.plugin_manager import Plugins
+from drirl.settings import build_settings
+
+NO_OPTIMIZER = "none"
+COMBINE_MODES = ("product", "sum")
+
+
+@dataclass
+class CellConfig:
+    """The fully resolved, validated configuration of one matrix cell."""
+
+    id: str
+    settings: dict[str, Any]
+    model: str
+    seed: int
+    categories: list[str]
+    train_per_category: int | None
+    eval_per_category: int | None
+    reward_learner: str
+    reward_settings: Any
+    optimizer: str
+    training: Any
+    scaler_names: list[str]
+    scaler_settings: dict[str, Any]
+    scaler_combine: str
+    scaler_weights: list[float] | None
+    judge: str
+    judge_settings: Any
+    benchmarks: list[str]
+    benchmark_settings: dict[str, Any]
+    preset: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        """Whether this cell trains a model (the base-model baseline does not)."""
+        return self.optimizer != NO_OPTIMIZER
+
+
+def set_path(
+    config: dict[str, Any], path: str, value: Any, file: str | Path | None, origin: str
+) -> None:
+    """Set a dotted field path (``training.learning_rate``) inside ``config``."""
+    keys = path.split(".")
+    if keys[0] not in config or keys[0] in ("matrix", "baselines"):
+        raise ConfigError(
+            "matrix key is not an experiment field",
+            file=file,
+            field=origin,
+            value=path,
+            allowed=[k for k in config if k not in ("matrix", "baselines")],
+        )
+    node = config
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"{key!r} is not a mapping", file=file, field=origin, value=path
+            )
+        node = child
+    node[keys[-1]] = copy.deepcopy(value)
+
+
+def _require(kind: str, name: Any, plugins: Plugins, file: Any, field_path: str) -> Any:
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{kind} name must be a string", file=file, field=field_path, value=name
+        )
+    try:
+        return plugins.get(kind, name)
+    except UnknownComponentError as exc:
+        raise ConfigError(
+            f"unknown {kind}: {exc}",
+            file=file,
+            field=field_path,
+            value=name,
+            allowed=plugins.registry(kind).names(),
+        ) from None
+
+
+def _check_type(
+    value: Any, types: tuple[type, ...], what: str, file: Any, field_path: str
+) -> None:
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(f"must be {what}", file=file, field=field_path, value=value)
+    if not isinstance(value, types):
+        raise ConfigError(f"must be {what}", file=file, field=field_path, value=value)
+
+
+def _locator(cell: Cell) -> Any:
+    def locate(path: str) -> str:
+        origin = cell.origins.get(path)
+        if origin is None:
+            for key, value in cell.origins.items():
+                if path.startswith(key + "."):
+                    origin = value
+        suffix = f" (matrix cell {cell.id!r})" if cell.origins else ""
+        return (f"{origin} -> {path}" if origin else path) + suffix
+
+    return locate
+
+
+def _resolve_categories(
+    value: Any, plugins: Plugins, file: Any, where: str
+) -> list[str]:
+    known = plugins.registry("harm_category").names()
+    if value == "all":
+        return known
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            "must be 'all' or a non-empty list of harm category names",
+            file=file,
+            field=where,
+            value=value,
+            allowed=known,
+        )
+    for i, name in enumerate(value):
+        _require("harm_category", name, plugins, file, f"{where}[{i}]")
+    if len(set(value)) != len(value):
+        raise ConfigError("lists a category twice", file=file, field=where, value=value)
+    return list(value)
+
+
+def _parse_scaler(expr: Any, file: Any, where: str) -> list[str]:
+    if not isinstance(expr, str) or not expr.strip():
+        raise ConfigError(
+            "must be a scaler name or names joined by '*' (for example clip*reward_gap)",
+            file=file,
+            field=where,
+            value=expr,
+        )
+    return [part.strip() for part in expr.split("*")]
+
+
+def resolve_cell(
+    cell: Cell, base: dict[str, Any], plugins: Plugins, file: Any
+) -> CellConfig:
+    """Apply a cell's values to the base fields and validate every component and setting."""
+    config = copy.deepcopy(base)
+    for path, value in cell.settings.items():
+        set_path(config, path, value, file, cell.origins.get(path, "matrix"))
+    loc = _locator(cell)
+
+    _check_type(config["model"], (str,), "a string", file, loc("model"))
+    problem = model_spec_problem(config["model"])
+    if problem is not None:
+        raise ConfigError(problem, file=file, field=loc("model"), value=config["model"])
+    _check_type(config["seed"], (int,), "an integer", file, loc("seed"))
+    categories = _resolve_categories(
+        config["categories"], plugins, file, loc("categories")
+    )
+    for key in ("train_per_category", "eval_per_category"):
+        value = config["data"][key]
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ConfigError(
+                "must be a positive integer or null",
+                file=file,
+                field=loc(f"data.{key}"),
+                value=value,
+            )
+
+    learner_name = config["reward"]["learner"]
+    learner = _require(
+        "reward_learner", learner_name, plugins, file, loc("reward.learner")
+    )
+    reward_settings = build_settings(
+        learner.Settings,
+        config["reward"]["settings"],
+        file=file,
+        field=loc("reward.settings"),
+        component=f"reward learner {learner_name!r}",
+    )
+
+    optimizer_name = config["optimizer"]
+    scaler_names = _parse_scaler(config["scaler"], file, loc("scaler"))
+    if optimizer_name == NO_OPTIMIZER:
+        training = None
+    else:
+        optimizer = _require(
+            "optimizer", optimizer_name, plugins, file, loc("optimizer")
+        )
+        training = build_settings(
+            optimizer.Settings,
+            config["training"],
+            file=file,
+            field=loc("training"),
+            component=f"optimizer {optimizer_name!r}",
+        )
+        accepts = optimizer.accepts_scaler
+        if not accepts and scaler_names != ["none"]:
+            raise ConfigError(
+                f"optimizer {optimizer_name!r} takes no difficulty scaler; set scaler: none "
+                "or choose an optimizer that scales (grpo_s)",
+                file=file,
+                field=loc("scaler"),
+                value=config["scaler"],
+            )
+
+    scaler_settings: dict[str, Any] = {}
+    raw_scaler_settings = config["scaler_settings"] or {}
+    if not isinstance(raw_scaler_settings, dict):
+        raise ConfigError(
+            "must be a mapping of scaler name to settings",
+            file=file,
+            field=loc("scaler_settings"),
+            value=raw_scaler_settings,
+        )
+    for name in raw_scaler_settings:
+        _require(
+            "difficulty_scaler", name, plugins, file, loc(f"scaler_settings.{name}")
+        )
+    for i, name in enumerate(scaler_names):
+        scaler = _require("difficulty_scaler", name, plugins, file, loc("scaler"))
+        scaler_settings[name] = build_settings(
+            scaler.Settings,
+            raw_scaler_settings.get(name),
+            file=file,
+            field=loc(f"scaler_settings.{name}"),
+            component=f"scaler {name!r}",
+        )
+    combine = config["scaler_combine"]
+    if combine not in COMBINE_MODES:
+        raise ConfigError(
+            "unknown combination",
+            file=file,
+            field=loc("scaler_combine"),
+            value=combine,
+            allowed=COMBINE_MODES,
+        )
+    weights = config["scaler_weights"]
+    if weights is not None and (
+        not isinstance(weights, list)
+        or len(weights) != len(scaler_names)
+        or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights
+        )
+    ):
+        raise ConfigError(
+            f"must be a list of {len(scaler_names)} numbers, one per scaler in {config['scaler']!r}",
+            file=file,
+            field=loc("scaler_weights"),
+            value=weights,
+        )
+
+    evaluation = config["evaluation"]
+    judge_name = evaluation["judge"]
+    judge = _require("judge", judge_name, plugins, file, loc("evaluation.judge"))
+    judge_settings = build_settings(
+        judge.Settings,
+        evaluation["judge_settings"],
+        file=file,
+        field=loc("evaluation.judge_settings"),
+        component=f"judge {judge_name!r}",
+    )
+    benchmarks = evaluation["benchmarks"]
+    if not isinstance(benchmarks, list) or not benchmarks:
+        raise ConfigError(
+            "must be a non-empty list of benchmark names",
+            file=file,
+            field=loc("evaluation.benchmarks"),
+            value=benchmarks,
+            allowed=plugins.registry("benchmark").names(),
+        )
+    benchmark_settings = {}
+    for i, name in enumerate(benchmarks):
+        benchmark = _require(
+            "benchmark", name, plugins, file, loc(f"evaluation.benchmarks[{i}]")
+        )
+        benchmark_settings[name] = build_settings(
+            benchmark.Settings,
+            evaluation["settings"],
+            file=file,
+            field=loc("evaluation.settings"),
+            component=f"benchmark {name!r}",
+        )
+
+    return CellConfig(
+        id=cell.id,
+        settings=dict(cell.settings),
+        model=config["model"],
+        seed=config["seed"],
+        categories=categories,
+        train_per_category=config["data"]["train_per_category"],
+        eval_per_category=config["data"]["eval_per_category"],
+        reward_learner=learner_name,
+        reward_settings=reward_settings,
+        optimizer=optimizer_name,
+        training=training,
+        scaler_names=scaler_names,
+        scaler_settings=scaler_settings,
+        scaler_combine=combine,
+        scaler_weights=[float(w) for w in weights] if weights is not None else None,
+        judge=judge_name,
+        judge_settings=judge_settings,
+        benchmarks=list(benchmarks),
+        benchmark_settings=benchmark_settings,
+        preset=cell.preset,
+    )
