@@ -88,13 +88,8 @@ def _require(kind: str, name: Any, plugins: Plugins, file: Any, field_path: str)
     try:
         return plugins.get(kind, name)
     except UnknownComponentError as exc:
-        raise ConfigError(
-            f"unknown {kind}: {exc}",
-            file=file,
-            field=field_path,
-            value=name,
-            allowed=plugins.registry(kind).names(),
-        ) from None
+        # The lookup error already names the value, the closest match and the known names.
+        raise ConfigError(str(exc), file=file, field=field_path) from None
 
 
 def _check_type(

@@ -7,7 +7,6 @@ stages they have in common and a rerun or a resumed run skips every finished sta
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,8 @@ class CellResult:
     metrics: dict[str, Metric]
     stages: dict[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    # Run time of the cell's stages when they ran, so a resumed run reports the real cost;
+    # a stage shared by several cells counts in each of them.
     seconds: float = 0.0
 
 
@@ -94,7 +95,6 @@ class ExperimentRunner:
 
     def run_cell(self, cell: CellConfig) -> CellResult:
         """Run one cell's stages, reusing any stage output that already exists."""
-        started = time.monotonic()
         ctx = RunContext(
             seed=cell.seed, cache_dir=self.cache_dir, show_progress=self.show_progress
         )
@@ -116,7 +116,9 @@ class ExperimentRunner:
             metrics,
             stages,
             training,
-            time.monotonic() - started,
+            sum(
+                self.store.seconds(self.run_dir / folder) for folder in stages.values()
+            ),
         )
 
     def _train(

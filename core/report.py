@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl.atomic import write_json_atomic, write_text_atomic
+from drirl.errors import DrirlError
 
 # Metrics where a higher value is better; every built-in rate is oriented that way.
 SUMMARY_METRICS = ("harmful_refusal/all", "benign_compliance/all")
@@ -163,5 +164,10 @@ def write_report(run_dir: Path, document: dict[str, Any]) -> Path:
 def rebuild_report(run_dir: Path) -> Path:
     """Rebuild the report files from a run's saved results.json."""
     path = run_dir / "report" / "results.json"
+    if not path.is_file():
+        raise DrirlError(
+            f"{path} not found; give the folder passed to `drirl run --out`, after a run "
+            "has finished at least one cell"
+        )
     document = json.loads(path.read_text(encoding="utf-8"))
     return write_report(run_dir, document)

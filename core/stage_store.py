@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,23 @@ class StageStore:
         if final.parent.is_dir():
             for stale in final.parent.glob(f"{key}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+        started = time.monotonic()
         with atomic_folder(final) as tmp:
             summary = work(tmp)
-            write_json_atomic(
-                tmp / DONE_FILE,
-                {"stage": stage, "key": key, "inputs": inputs, "summary": summary},
-            )
+            record = {
+                "stage": stage,
+                "key": key,
+                "inputs": inputs,
+                "summary": summary,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+            write_json_atomic(tmp / DONE_FILE, record)
         return final, False
+
+    def seconds(self, folder: Path) -> float:
+        """Return how long the finished stage in ``folder`` took when it ran."""
+        record = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
+        return float(record.get("seconds", 0.0))
 
     def summary(self, stage: str, key_or_path: str | Path) -> dict[str, Any]:
         """Read the summary stored with a finished stage."""

@@ -74,3 +74,9 @@ def test_results_json_contract(tmp_path):
         Path(folder / "results.csv").read_text().splitlines()[1]
         == "base,m,0.5,4,0.25,0.75"
     )
+
+
+def test_report_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "results.json not found" in error

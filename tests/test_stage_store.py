@@ -56,3 +56,13 @@ def test_json_written_atomically(tmp_path):
     write_json_atomic(path, {"cells": []})
     assert json.loads(path.read_text()) == {"cells": []}
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
+def test_stage_seconds_kept_on_reuse(tmp_path):
+    store = StageStore(tmp_path)
+    folder, _ = store.run("reward", {"x": 3}, lambda tmp: None)
+    recorded = store.seconds(folder)
+    again, reused = store.run("reward", {"x": 3}, lambda tmp: None)
+    assert reused is True
+    assert store.seconds(again) == recorded
+    assert recorded >= 0.0
