@@ -125,20 +125,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log debug messages"
     )
+    # Each subcommand accepts -v too, so it may come before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log debug messages",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plugins", help="list every loaded component")
+    p = sub.add_parser("plugins", parents=[common], help="list every loaded component")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.add_argument(
         "--strict", action="store_true", help="fail when a plugin fails to load"
     )
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("validate", help="check an experiment file without running it")
+    p = sub.add_parser(
+        "validate", parents=[common], help="check an experiment file without running it"
+    )
     p.add_argument("file", help="experiment YAML file")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("run", help="run an experiment and write its report")
+    p = sub.add_parser(
+        "run", parents=[common], help="run an experiment and write its report"
+    )
     p.add_argument("file", help="experiment YAML file")
     p.add_argument("--out", required=True, help="run folder (reused to resume)")
     p.add_argument(
@@ -149,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "report", help="rebuild the report of a run from its results.json"
+        "report",
+        parents=[common],
+        help="rebuild the report of a run from its results.json",
     )
     p.add_argument("run_dir", help="run folder given to `drirl run --out`")
     p.set_defaults(func=cmd_report)
@@ -167,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except DrirlError as exc:
         print(f"drirl: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout (for example `head`) closed it early, which is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("drirl: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
