@@ -1,11 +1,13 @@
 """GRPO-S training step time against TRL's GRPO step on identical settings.
 
 Each round trains the embedded SmolLM2-135M-Instruct for one step from the same seed on the
-quickstart's batch shape (8 completions of up to 48 tokens), scored by a reward model of the
-same architecture (a freshly initialised sequence-classification head, which costs the same
-to run as a trained one). From the same seed both optimizers sample the same completions, so
-the step times differ only by GRPO-S's own work (encoding, similarity, reward gap). TRL logs
-each step's wall time as ``step_time``. Target: GRPO-S median step time at most 1.05x GRPO's.
+quickstart's batch shape: 8 completions of up to 48 tokens. A reward model of the same
+architecture scores them; its freshly initialised sequence-classification head costs the
+same to run as a trained one. From the same seed both optimizers sample the same
+completions, so the step times differ only by GRPO-S's own work (encoding, similarity,
+reward gap). TRL logs each step's wall time as ``step_time``.
+
+Target: GRPO-S median step time at most 1.05x GRPO's.
 """
 
 from __future__ import annotations

@@ -62,9 +62,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 def atomic_folder(path: Path) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``path`` when the block finishes.
 
-    The folder is created beside ``path`` (named ``<name>.tmp-*``) and renamed into place only
-    if the block raises nothing; on any exception, KeyboardInterrupt included, it is removed
-    and ``path`` is left as it was.
+    The folder is created beside ``path`` and named ``<name>.tmp-*``. It is renamed into
+    place only if the block raises nothing. On any exception, KeyboardInterrupt included, it
+    is removed and ``path`` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))

@@ -1,8 +1,8 @@
 """One matrix cell's configuration: applying its values and validating every component.
 
-``resolve_cell`` overlays a cell's matrix values on the experiment's base fields, looks up
-each named component in the loaded plugins and builds its Settings, so every error names
-the file, the field path (and the matrix entry it came from), the bad value and the
+``resolve_cell`` overlays a cell's matrix values on the experiment's base fields. It then
+looks up each named component in the loaded plugins and builds its Settings. Every error
+names the file, the field path with the matrix entry it came from, the bad value and the
 allowed values.
 """
 

@@ -6,6 +6,7 @@ stages they have in common and a rerun or a resumed run skips every finished sta
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,8 +34,8 @@ class CellResult:
     metrics: dict[str, Metric]
     stages: dict[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    # Run time of the cell's stages when they ran, so a resumed run reports the real cost;
-    # a stage shared by several cells counts in each of them.
+    # Run time of the cell's stages when they ran, so a resumed run reports the real cost.
+    # A stage shared by several cells counts in each of them.
     seconds: float = 0.0
 
 
@@ -231,15 +232,11 @@ class ExperimentRunner:
 
 def read_metrics(path: Path) -> dict[str, Metric]:
     """Read a metrics.json written by the evaluate stage."""
-    import json
-
     data = json.loads(path.read_text(encoding="utf-8"))
     return {name: Metric(**value) for name, value in data.items()}
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
-    import json
-
     if not path.is_file():
         return []
     return json.loads(path.read_text(encoding="utf-8"))

@@ -355,7 +355,7 @@ def test_combined_rejects_unknown_mode():
 def random_open_clip(tmp_path_factory) -> str:
     """An open_clip RN50 with random weights saved to disk, as a text encoder spec.
 
-    It stands in for a downloaded checkpoint, which this offline suite cannot fetch, so it
+    It replaces a downloaded checkpoint, which this offline suite cannot fetch, so it
     checks the loading path only.
     """
     import open_clip

@@ -207,7 +207,7 @@ def train_reward_model(
     tokenizer.padding_side = "right"
 
     # The sequences are tokenized here with the function the scorer uses. Given token ids,
-    # TRL skips its own chat formatting, so training sees the tokens that scoring reads.
+    # TRL skips its own chat formatting, so training uses the tokens that scoring reads.
     dataset = Dataset.from_list(
         [
             {
