@@ -13,6 +13,7 @@ from typing import Any
 
 from drirl.atomic import write_json_atomic, write_text_atomic
 from drirl.errors import DrirlError
+from drirl.plots import write_plots
 
 # Metrics where a higher value is better; every built-in rate is oriented that way.
 SUMMARY_METRICS = ("harmful_refusal/all", "benign_compliance/all")
@@ -153,11 +154,15 @@ def csv_report(document: dict[str, Any]) -> str:
 
 
 def write_report(run_dir: Path, document: dict[str, Any]) -> Path:
-    """Write results.json, results.csv and report.md; return the report folder."""
+    """Write results.json, results.csv, the PNG plots and report.md; return the folder."""
     folder = run_dir / "report"
     write_json_atomic(folder / "results.json", document)
     write_text_atomic(folder / "results.csv", csv_report(document))
-    write_text_atomic(folder / "report.md", markdown_report(document))
+    plots = write_plots(run_dir, document)
+    text = markdown_report(document)
+    if plots:
+        text += "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
+    write_text_atomic(folder / "report.md", text)
     return folder
 
 
