@@ -64,7 +64,7 @@ def _categories(cells: list[dict[str, Any]], prefix: str) -> list[str]:
 
 
 def category_refusal_plot(document: dict[str, Any], path: Path) -> Path | None:
-    """Grouped bars: the harmful-prompt refusal rate of each cell in each category."""
+    """Plot the harmful-prompt refusal rate of each cell in each category as bars."""
     cells = document["cells"]
     categories = _categories(cells, "harmful_refusal")
     if not categories:
@@ -95,7 +95,7 @@ def _usefulness_metric(cells: list[dict[str, Any]]) -> str | None:
 
 
 def tradeoff_plot(document: dict[str, Any], path: Path) -> Path | None:
-    """Scatter of safety (harmful refusal) against usefulness, with 95% CI whiskers."""
+    """Plot safety (harmful refusal) against usefulness, with 95% CI whiskers."""
     cells = [c for c in document["cells"] if SAFETY_METRIC in c["metrics"]]
     usefulness = _usefulness_metric(cells) if cells else None
     if usefulness is None:
@@ -147,7 +147,7 @@ def _histories(document: dict[str, Any], run_dir: Path) -> dict[str, list[dict]]
 def training_curves_plot(
     document: dict[str, Any], run_dir: Path, path: Path
 ) -> Path | None:
-    """One panel per logged quantity (reward, KL, alpha, zero-spread groups) per step."""
+    """Plot reward, KL, alpha and zero-spread groups against the step, one panel each."""
     histories = _histories(document, run_dir)
     panels = [
         (title, keys)
