@@ -243,6 +243,36 @@ def test_reward_gap_scores_each_demo_once():
     assert calls == [2]
 
 
+def _counting(scorer, calls):
+    original = scorer.score
+
+    def counting(prompts, responses, categories):
+        calls.append(len(prompts))
+        return original(prompts, responses, categories)
+
+    scorer.score = counting
+    return scorer
+
+
+def test_reward_gap_demo_rewards_cached_across_steps():
+    calls = []
+    scorer = _counting(PromptTableScorer({"p0": 0.0, "p1": 0.0}), calls)
+    scaler = RewardGapScaler()
+    batch = make_batch(["a"] * 4, ["d0", "d0", "d1", "d1"], [0, 0, 1, 1], scorer=scorer)
+    scaler.factors(batch)
+    scaler.factors(batch)
+    assert calls == [2]
+
+
+def test_reward_gap_new_scorer_rescores_demos():
+    calls = []
+    scaler = RewardGapScaler()
+    for _ in range(2):
+        scorer = _counting(PromptTableScorer({"p0": 0.0}), calls)
+        scaler.factors(make_batch(["a", "b"], ["d", "d"], [0, 0], scorer=scorer))
+    assert calls == [1, 1]
+
+
 def test_reward_gap_nan_reward_finite_alpha():
     scorer = PromptTableScorer({"p0": 0.0})
     batch = make_batch(

@@ -104,30 +104,47 @@ class RewardGapScaler(DifficultyScaler):
         super().__init__(settings, ctx)
         self._reference: float | None = None
         self._statistics: dict[str, float] = {}
+        # Demonstration rewards per (prompt, demonstration, category), for one scorer.
+        # The reward model is frozen while a policy trains against it, so each
+        # demonstration is scored once per run rather than once per step.
+        self._cache: dict[tuple[str, str, str], float] = {}
+        self._cache_scorer: object | None = None
 
     def demonstration_rewards(self, batch: ScalerBatch) -> torch.Tensor:
-        """Score each distinct (prompt, demonstration, category) once; return one per completion."""
+        """Return the demonstration's reward for each completion.
+
+        Each distinct (prompt, demonstration, category) is scored once per scorer object.
+        NOTE: a scorer whose weights change in place between calls would get stale
+        rewards; pass a new scorer object after each reward-model update.
+        """
         if batch.scorer is None:
             raise MissingScorerError(
                 "the reward_gap scaler needs the reward scorer to score demonstrations, but "
                 "the batch has none; use it with a reward-model optimizer (grpo_s), or drop "
                 "reward_gap from the scaler expression"
             )
+        if self._cache_scorer is not batch.scorer:
+            self._cache = {}
+            self._cache_scorer = batch.scorer
         keys = list(zip(batch.prompts, batch.demonstrations, batch.categories))
-        distinct = list(dict.fromkeys(keys))
-        scores = batch.scorer.score(
-            [key[0] for key in distinct],
-            [key[1] for key in distinct],
-            [key[2] for key in distinct],
-        )
-        scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu().reshape(-1)
-        if scores.shape[0] != len(distinct):
-            raise ValueError(
-                f"the reward scorer returned {scores.shape[0]} scores for {len(distinct)} "
-                "demonstrations; it must return one score per (prompt, response) pair"
+        missing = [key for key in dict.fromkeys(keys) if key not in self._cache]
+        if missing:
+            scores = batch.scorer.score(
+                [key[0] for key in missing],
+                [key[1] for key in missing],
+                [key[2] for key in missing],
             )
-        by_key = dict(zip(distinct, scores.tolist()))
-        return torch.tensor([by_key[key] for key in keys], dtype=torch.float32)
+            scores = (
+                torch.as_tensor(scores, dtype=torch.float32).detach().cpu().reshape(-1)
+            )
+            if scores.shape[0] != len(missing):
+                raise ValueError(
+                    f"the reward scorer returned {scores.shape[0]} scores for "
+                    f"{len(missing)} demonstrations; it must return one score per "
+                    "(prompt, response) pair"
+                )
+            self._cache.update(zip(missing, scores.tolist()))
+        return torch.tensor([self._cache[key] for key in keys], dtype=torch.float32)
 
     def factors(self, batch: ScalerBatch) -> torch.Tensor:
         """Return alpha_M for each completion (the same value within a prompt group)."""
