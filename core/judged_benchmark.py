@@ -1,19 +1,20 @@
 """A benchmark that generates responses through lm-eval and rates them with a judge.
 
-Subclasses choose which eval-split records they use (harmful or benign), the metric prefix,
+Subclasses choose which records they generate for (by default the eval-split records of one
+kind), how records are grouped in the report (by default by category), the metric prefix,
 and which judge labels count as a hit. Every benchmark writes ``samples.jsonl`` to its output
-folder and reports a rate per category plus ``<prefix>/all``, each with its sample count and
-a bootstrap confidence interval.
+folder, one line per response with the prompt, the response, the judge's label and score and
+the record's group fields. It reports a rate per group plus ``<prefix>/all``, each with its
+sample count and a bootstrap confidence interval.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from drirl.components import (
     Benchmark,
@@ -26,10 +27,13 @@ from drirl.components import (
 )
 from drirl.dataset import select
 from drirl.errors import DrirlError
-from drirl.lm_eval_runner import generate_with_lm_eval
+from drirl.lm_eval_runner import generate_with_lm_eval, write_jsonl
 from drirl.stats import rate_metric
 
 logger = logging.getLogger(__name__)
+
+# The label of a response the judge failed to rate.
+JUDGE_ERROR_LABEL = "error"
 
 
 @dataclass(frozen=True)
@@ -77,24 +81,36 @@ def limit_per_category(records: Sequence[Record], limit: int | None) -> list[Rec
 
 
 def write_samples(
-    path: Path, pairs: Sequence[tuple[Record, str]], judgements: Sequence[Judgement]
+    path: Path,
+    pairs: Sequence[tuple[Record, str]],
+    judgements: Sequence[Judgement],
+    extra: Sequence[dict[str, Any]] | None = None,
 ) -> None:
-    """Write one JSON line per sample, replacing ``path`` only once the file is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for (record, response), judgement in zip(pairs, judgements, strict=True):
-            row = {
-                "id": record.id,
-                "category": record.category,
-                "kind": record.kind,
-                "prompt": record.prompt,
-                "response": response,
-                "label": judgement.label,
-                "score": judgement.score,
-            }
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """Write one JSON line per sample, replacing ``path`` only once the file is complete.
+
+    ``extra`` contains more fields per sample (a jailbreak template, a quality score), in the
+    order of ``pairs``.
+    """
+    extras = extra if extra is not None else [{}] * len(pairs)
+    rows = []
+    for (record, response), judgement, fields in zip(
+        pairs, judgements, extras, strict=True
+    ):
+        row = {
+            "id": record.id,
+            "category": record.category,
+            "kind": record.kind,
+            "prompt": record.prompt,
+            "response": response,
+            "label": judgement.label,
+            "score": judgement.score,
+        }
+        error = getattr(judgement, "error", None)
+        if error is not None:
+            row["judge_error"] = error
+        row.update(fields)
+        rows.append(row)
+    write_jsonl(rows, path)
 
 
 class JudgedBenchmark(Benchmark):
@@ -108,6 +124,40 @@ class JudgedBenchmark(Benchmark):
         """Return True when ``judgement`` counts toward the reported rate."""
         raise NotImplementedError
 
+    def eval_records(self, records: Sequence[Record]) -> list[Record]:
+        """Return the records to generate for: the eval split of ``record_kind``."""
+        selected = select(records, split="eval", kind=self.record_kind)
+        return limit_per_category(selected, self.settings.limit_per_category)
+
+    def group_of(self, record: Record) -> str:
+        """Return the group a record is reported under: its category."""
+        return record.category
+
+    def sample_fields(self, record: Record) -> dict[str, Any]:
+        """Return more fields for the record's line in ``samples.jsonl``."""
+        return {}
+
+    def extra_metrics(
+        self,
+        pairs: Sequence[tuple[Record, str]],
+        judgements: Sequence[Judgement],
+        ctx: RunContext,
+    ) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
+        """Return metrics beyond the hit rates and per-sample fields that explain them."""
+        return {}, [{} for _ in pairs]
+
+    def rate_metrics(
+        self, hits_by_group: dict[str, list[bool]], seed: int
+    ) -> dict[str, Metric]:
+        """Return ``<prefix>/<group>`` for each group and ``<prefix>/all`` over all samples."""
+        metrics = {
+            f"{self.metric_prefix}/{group}": rate_metric(hits, seed=seed)
+            for group, hits in hits_by_group.items()
+        }
+        all_hits = [hit for hits in hits_by_group.values() for hit in hits]
+        metrics[f"{self.metric_prefix}/all"] = rate_metric(all_hits, seed=seed)
+        return metrics
+
     def run(
         self,
         model_path: Path,
@@ -118,10 +168,10 @@ class JudgedBenchmark(Benchmark):
     ) -> dict[str, Metric]:
         """Generate and judge responses, write ``samples.jsonl`` and return the rates.
 
-        The rates are one per category and ``<prefix>/all`` over every sample.
+        The rates are one per group and ``<prefix>/all`` over every sample, plus whatever
+        ``extra_metrics`` adds.
         """
-        selected = select(records, split="eval", kind=self.record_kind)
-        selected = limit_per_category(selected, self.settings.limit_per_category)
+        selected = self.eval_records(records)
         if not selected:
             raise DrirlError(
                 f"benchmark {self.name!r} found no eval records of kind {self.record_kind!r}. "
@@ -148,17 +198,40 @@ class JudgedBenchmark(Benchmark):
                 f"judge {judge.name!r} returned {len(judgements)} judgements for "
                 f"{len(pairs)} responses"
             )
-        write_samples(Path(out_dir) / "samples.jsonl", pairs, judgements)
 
-        hits_by_category: dict[str, list[bool]] = {}
+        # A response the judge failed to rate (label "error") counts in no rate, so a
+        # rate's n is the number of rated responses.
+        hits_by_group: dict[str, list[bool]] = {}
+        unrated = 0
         for (record, _), judgement in zip(pairs, judgements, strict=True):
-            hits_by_category.setdefault(record.category, []).append(
+            if judgement.label == JUDGE_ERROR_LABEL:
+                unrated += 1
+                continue
+            hits_by_group.setdefault(self.group_of(record), []).append(
                 self.is_hit(judgement)
             )
-        metrics = {
-            f"{self.metric_prefix}/{category}": rate_metric(hits, seed=ctx.seed)
-            for category, hits in hits_by_category.items()
-        }
-        all_hits = [hit for hits in hits_by_category.values() for hit in hits]
-        metrics[f"{self.metric_prefix}/all"] = rate_metric(all_hits, seed=ctx.seed)
+        if unrated:
+            logger.warning(
+                "%s: judge %r failed to rate %d of %d responses; they are left out of "
+                "the rates (see judge_error in samples.jsonl)",
+                self.name,
+                judge.name,
+                unrated,
+                len(pairs),
+            )
+        if not hits_by_group:
+            write_samples(Path(out_dir) / "samples.jsonl", pairs, judgements)
+            raise DrirlError(
+                f"judge {judge.name!r} failed to rate every response of benchmark "
+                f"{self.name!r}; see {Path(out_dir) / 'samples.jsonl'}"
+            )
+        metrics = self.rate_metrics(hits_by_group, ctx.seed)
+        extra_metrics, extra_fields = self.extra_metrics(pairs, judgements, ctx)
+        metrics.update(extra_metrics)
+
+        fields = [
+            {"judge": judge.name, **self.sample_fields(record), **more}
+            for (record, _), more in zip(pairs, extra_fields, strict=True)
+        ]
+        write_samples(Path(out_dir) / "samples.jsonl", pairs, judgements, fields)
         return metrics

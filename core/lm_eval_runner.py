@@ -1,10 +1,14 @@
-"""Chat generation on local prompts through lm-eval (version 0.4.13).
+"""Local tasks run through lm-eval (version 0.4.13): chat generation and multiple choice.
 
-The prompts are written to a JSONL file and run as a ``generate_until`` task built from a
-config dict, loaded with lm-eval's ``json`` dataset loader. Generation is greedy, uses the
-model's chat template and stops at the end-of-sequence token or after ``max_new_tokens``.
-The task's own metric is lm-eval's ``bypass`` placeholder, because drirl scores the logged
-responses with a judge afterwards.
+Generation: the prompts are written to a JSONL file and run as a ``generate_until`` task
+built from a config dict, loaded with lm-eval's ``json`` dataset loader. Generation is
+greedy, uses the model's chat template and stops at the end-of-sequence token or after
+``max_new_tokens``. The task's own metric is lm-eval's ``bypass`` placeholder, because drirl
+scores the logged responses with a judge afterwards.
+
+Multiple choice: each question is scored by the log-likelihood of each choice as a
+continuation of the question, without the chat template, because the template changes which
+choice scores highest (see ``score_multiple_choice``).
 
 Nothing is downloaded: the data path is absolute (lm-eval resolves relative paths against
 the working directory), the model is a local folder, and the datasets cache lives in the
@@ -13,9 +17,11 @@ output folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +34,42 @@ logger = logging.getLogger(__name__)
 _cached_lm: tuple[tuple[Any, ...], Any] | None = None
 
 
-def write_prompts(records: Sequence[Record], path: Path) -> Path:
-    """Write one JSON object per record (id, category, kind, prompt) and return the path."""
+def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> Path:
+    """Write one JSON object per row, replacing ``path`` only once the file is complete.
+
+    numpy numbers and arrays become Python values and any other value that JSON cannot
+    encode is written with ``str``, so lm-eval's logged samples can be stored as they are.
+    Returns the absolute path.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            row = {
-                "id": record.id,
-                "category": record.category,
-                "kind": record.kind,
-                "prompt": record.prompt,
-            }
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=_to_json) + "\n")
     tmp.replace(path)
     return path.resolve()
+
+
+def _to_json(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def write_prompts(records: Sequence[Record], path: Path) -> Path:
+    """Write one JSON object per record (id, category, kind, prompt) and return the path."""
+    rows = (
+        {
+            "id": record.id,
+            "category": record.category,
+            "kind": record.kind,
+            "prompt": record.prompt,
+        }
+        for record in records
+    )
+    return write_jsonl(rows, path)
 
 
 def build_task_config(
@@ -136,7 +163,6 @@ def generate_with_lm_eval(
     The prompts file and the datasets cache are written under ``out_dir``. Responses are
     stripped of surrounding whitespace, as ``drirl.generation.generate_responses`` does.
     """
-    from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager
 
     if not records:
@@ -158,20 +184,35 @@ def generate_with_lm_eval(
     )
     lm = load_lm(Path(model_path), batch_size=batch_size, device=device)
     loaded = TaskManager(include_defaults=False).load([config])
+    results = run_loaded_tasks(lm, loaded, apply_chat_template=True)
+    return _pair_responses(task_name, records, results["samples"][task_name])
+
+
+def run_loaded_tasks(
+    lm: Any,
+    loaded: Any,
+    *,
+    apply_chat_template: bool,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate tasks loaded by a TaskManager and return lm-eval's results with samples."""
+    from lm_eval.evaluator import evaluate
 
     # evaluate() rather than simple_evaluate(): the latter also reseeds the global random
     # generators and collects git and environment details, which drirl does not need.
     results = evaluate(
         lm=lm,
         task_dict=loaded,
+        limit=limit,
         bootstrap_iters=0,
         log_samples=True,
-        apply_chat_template=True,
+        apply_chat_template=apply_chat_template,
         fewshot_as_multiturn=False,
     )
     if results is None:
-        raise DrirlError(f"lm-eval returned no results for task {task_name!r}")
-    return _pair_responses(task_name, records, results["samples"][task_name])
+        names = ", ".join(sorted(loaded.get("tasks", {}))) or "(none)"
+        raise DrirlError(f"lm-eval returned no results for tasks {names}")
+    return results
 
 
 def _pair_responses(
@@ -195,3 +236,107 @@ def _pair_responses(
         response = sample["filtered_resps"][0]
         pairs.append((record, str(response).strip()))
     return pairs
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    """One multiple-choice question as lm-eval scored it.
+
+    ``loglikelihoods`` contains the summed log-probability of each choice as a continuation of
+    the question, in choice order. ``accuracy`` is lm-eval's ``acc``: 1.0 when the choice
+    with the highest log-likelihood is the answer.
+    """
+
+    doc: dict[str, Any]
+    loglikelihoods: list[float]
+    accuracy: float
+
+
+def build_choice_task_config(
+    task_name: str, data_file: Path, *, cache_dir: Path
+) -> dict[str, Any]:
+    """Return an lm-eval ``multiple_choice`` task config that reads ``data_file``.
+
+    Each row needs ``question``, ``choices`` (a list of strings) and ``answer`` (the index of
+    the right choice). The context is ``Question: ...\\nAnswer:`` and each choice is scored
+    with a leading space, the usual layout of lm-eval's own multiple-choice tasks.
+    """
+    if not data_file.is_absolute():
+        raise ValueError(f"data_file must be an absolute path, got {data_file}")
+    return {
+        "task": task_name,
+        "dataset_path": "json",
+        "dataset_kwargs": {
+            "data_files": {"test": str(data_file)},
+            "cache_dir": str(cache_dir),
+        },
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "Question: {{question}}\nAnswer:",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{answer}}",
+        "target_delimiter": " ",
+        "num_fewshot": 0,
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
+        ],
+    }
+
+
+def score_multiple_choice(
+    model_path: Path,
+    data_file: Path,
+    out_dir: Path,
+    *,
+    task_name: str,
+    batch_size: int = 16,
+    device: str = "cpu",
+    limit: int | None = None,
+) -> list[ChoiceScore]:
+    """Score every question of ``data_file`` by log-likelihood, in file order.
+
+    The chat template is off, because with it lm-eval wraps the question in a chat turn,
+    which changes which choice scores highest.
+    """
+    from lm_eval.tasks import TaskManager
+
+    out_dir = Path(out_dir).resolve()
+    config = build_choice_task_config(
+        task_name, Path(data_file).resolve(), cache_dir=out_dir / "datasets_cache"
+    )
+    lm = load_lm(Path(model_path), batch_size=batch_size, device=device)
+    loaded = TaskManager(include_defaults=False).load([config])
+    results = run_loaded_tasks(lm, loaded, apply_chat_template=False, limit=limit)
+    samples = sorted(results["samples"][task_name], key=lambda s: int(s["doc_id"]))
+    scores = []
+    for sample in samples:
+        # filtered_resps contains one (log-likelihood, is_greedy) pair per choice.
+        loglikelihoods = [float(pair[0]) for pair in sample["filtered_resps"]]
+        scores.append(
+            ChoiceScore(
+                doc=dict(sample["doc"]),
+                loglikelihoods=loglikelihoods,
+                accuracy=float(sample["acc"]),
+            )
+        )
+    return scores
+
+
+@functools.lru_cache(maxsize=1)
+def default_task_manager() -> Any:
+    """Return lm-eval's TaskManager over its own task collection, built once per process.
+
+    Building it scans lm-eval's task folder for every task config, which took 10 to 25 s
+    on a shared 2-core machine.
+    """
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def lm_eval_task_names() -> frozenset[str]:
+    """Return every task, group and tag name in lm-eval's own task collection."""
+    manager = default_task_manager()
+    return frozenset(
+        manager.all_tasks + manager.all_groups + manager.all_subtasks + manager.all_tags
+    )
