@@ -45,3 +45,8 @@ def register_judges(register: Register) -> None:
 @hookspec
 def register_benchmarks(register: Register) -> None:
     """Register Benchmark classes."""
+
+
+@hookspec
+def register_generators(register: Register) -> None:
+    """Register Generator classes."""

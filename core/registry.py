@@ -17,6 +17,7 @@ KINDS = (
     "optimizer",
     "judge",
     "benchmark",
+    "generator",
 )
 
 

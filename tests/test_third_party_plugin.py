@@ -82,6 +82,7 @@ def test_plugins_json_keys(plugin_env):
         "optimizer",
         "judge",
         "benchmark",
+        "generator",
     }
     assert all(set(r) == {"kind", "name", "plugin", "version"} for r in rows)
 
