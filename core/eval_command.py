@@ -13,7 +13,7 @@ import argparse
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ class EvalRequest:
     category_column: str | None = None
     expect: str | None = None
     judge: str = DEFAULT_JUDGE
+    judge_settings: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int | None = None
     batch_size: int | None = None
     limit: int | None = None
@@ -151,6 +152,8 @@ def run_eval(request: EvalRequest, plugins: Plugins) -> dict[str, dict[str, Metr
     from drirl.benchmark_entries import resolve_benchmarks
     from drirl.components import JudgeRun, RunContext
     from drirl.embedded import resolve_model
+    from drirl.judging import GuardedJudge
+    from drirl.settings import build_settings
 
     entries = resolve_benchmarks(
         benchmark_entries(request),
@@ -165,7 +168,17 @@ def run_eval(request: EvalRequest, plugins: Plugins) -> dict[str, dict[str, Metr
     model_path = Path(resolve_model(request.model, request.cache_dir))
     ctx = RunContext(seed=request.seed, cache_dir=request.cache_dir)
     records = eval_records(plugins)
-    judge = judge_cls()
+    judge = GuardedJudge(
+        judge_cls(
+            build_settings(
+                judge_cls.Settings,
+                request.judge_settings,
+                file=None,
+                field="--judge-setting",
+                component=f"judge {request.judge!r}",
+            )
+        )
+    )
     judge.prepare(JudgeRun(ctx=ctx, records=records))
 
     out_dir = request.out_dir.resolve()
@@ -260,6 +273,14 @@ def add_eval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--judge", default=DEFAULT_JUDGE, help=f"judge name (default: {DEFAULT_JUDGE})"
     )
     p.add_argument(
+        "--judge-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the judge, the value read as YAML (for example "
+        "model_path=./guard); repeat for several",
+    )
+    p.add_argument(
         "--max-new-tokens", type=int, help="maximum generated tokens per response"
     )
     p.add_argument("--batch-size", type=int, help="prompts per model batch")
@@ -284,6 +305,22 @@ def add_eval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` arguments into a mapping, reading each value as YAML."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DrirlError(
+                f"{option} {item!r} is invalid; write it as KEY=VALUE, for example "
+                f"{option} threshold=0.5"
+            )
+        parsed[key.strip()] = yaml.safe_load(value) if value else ""
+    return parsed
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run ``drirl eval`` and print the metrics table."""
     from drirl.plugin_manager import load_plugins
@@ -296,6 +333,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         category_column=args.category_column,
         expect=args.expect,
         judge=args.judge,
+        judge_settings=parse_key_values(args.judge_setting, "--judge-setting"),
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         limit=args.limit,

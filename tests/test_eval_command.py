@@ -8,8 +8,10 @@ from drirl.eval_command import (
     EvalRequest,
     benchmark_entries,
     format_table,
+    parse_key_values,
     shared_settings,
 )
+from drirl.errors import DrirlError
 
 
 @pytest.fixture
@@ -150,3 +152,35 @@ def test_option_no_benchmark_takes(capsys):
     assert "--max-new-tokens applies to none of the listed benchmarks (mc_qa)" in (
         capsys.readouterr().err
     )
+
+
+def test_judge_setting_values_read_as_yaml():
+    parsed = parse_key_values(
+        ["threshold=0.5", "model_path=./guard"], "--judge-setting"
+    )
+    assert parsed == {"threshold": 0.5, "model_path": "./guard"}
+
+
+def test_judge_setting_without_equals():
+    with pytest.raises(DrirlError, match="KEY=VALUE"):
+        parse_key_values(["threshold"], "--judge-setting")
+
+
+def test_unknown_judge_setting_named(tmp_path, capsys):
+    code = main(
+        [
+            "eval",
+            "--model",
+            "embedded",
+            "--benchmark",
+            "harmful_refusal",
+            "--judge-setting",
+            "colour=blue",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--judge-setting" in err
+    assert "colour" in err
