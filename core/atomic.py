@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
+# Names of the temporaries made by mkstemp and mkdtemp below (8 random characters).
+TEMP_FILE = re.compile(r".+\.[A-Za-z0-9_]{8}\.tmp")
+TEMP_FOLDER = re.compile(r".+\.tmp-[A-Za-z0-9_]{8}")
 
 
 def _readable(path: str) -> None:
@@ -90,3 +95,29 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path, *, finished_marker: str) -> list[Path]:
+    """Remove the temporary files and folders that a killed process left under ``folder``.
+
+    These are the ``<name>.<random>.tmp`` files of the writes above and the
+    ``<name>.tmp-<random>`` folders of ``atomic_folder``. Folders that contain a file named
+    ``finished_marker`` are finished outputs and are left untouched. A process that is still
+    writing into ``folder`` would lose its temporaries, so only one process may use a folder
+    at a time. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        if finished_marker in names:
+            dirs[:] = []
+            continue
+        for name in list(dirs):
+            if TEMP_FOLDER.fullmatch(name):
+                shutil.rmtree(Path(root, name), ignore_errors=True)
+                removed.append(Path(root, name))
+                dirs.remove(name)
+        for name in names:
+            if TEMP_FILE.fullmatch(name):
+                Path(root, name).unlink(missing_ok=True)
+                removed.append(Path(root, name))
+    return removed

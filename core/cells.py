@@ -9,10 +9,11 @@ allowed values.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drirl.benchmark_entries import resolve_benchmarks
 from drirl.embedded import model_spec_problem
 from drirl.errors import ConfigError, UnknownComponentError
 from drirl.matrix import Cell
@@ -21,6 +22,8 @@ from drirl.settings import build_settings
 
 NO_OPTIMIZER = "none"
 COMBINE_MODES = ("product", "sum")
+# Experiment fields that are mappings with a fixed set of keys.
+FIXED_MAPPINGS = ("data", "reward", "evaluation")
 
 
 @dataclass
@@ -44,9 +47,13 @@ class CellConfig:
     scaler_weights: list[float] | None
     judge: str
     judge_settings: Any
+    # Benchmark labels in run order (see drirl.benchmark_entries.BenchmarkEntry).
     benchmarks: list[str]
     benchmark_settings: dict[str, Any]
     preset: str | None = None
+    # The registered benchmark each label runs, where it differs from the label.
+    benchmark_components: dict[str, str] = field(default_factory=dict)
+    trust_remote_code: bool = False
 
     @property
     def trains(self) -> bool:
@@ -77,7 +84,12 @@ def set_path(
                 f"{key!r} is not a mapping", file=file, field=origin, value=path
             )
         node = child
-    node[keys[-1]] = copy.deepcopy(value)
+    current = node.get(keys[-1])
+    if isinstance(current, dict) and isinstance(value, dict):
+        # A mapping overrides key by key, so the keys it leaves out keep their values.
+        node[keys[-1]] = {**current, **copy.deepcopy(value)}
+    else:
+        node[keys[-1]] = copy.deepcopy(value)
 
 
 def _require(kind: str, name: Any, plugins: Plugins, file: Any, field_path: str) -> Any:
@@ -146,6 +158,26 @@ def _parse_scaler(expr: Any, file: Any, where: str) -> list[str]:
     return [part.strip() for part in expr.split("*")]
 
 
+def _check_fixed_mappings(
+    config: dict[str, Any], base: dict[str, Any], file: Any, loc: Any
+) -> None:
+    """Check that a matrix value left ``data``, ``reward`` and ``evaluation`` well formed."""
+    for key in FIXED_MAPPINGS:
+        if not isinstance(config[key], dict):
+            raise ConfigError(
+                "must be a mapping", file=file, field=loc(key), value=config[key]
+            )
+        for sub in config[key]:
+            if sub not in base[key]:
+                raise ConfigError(
+                    "unknown field",
+                    file=file,
+                    field=loc(f"{key}.{sub}"),
+                    value=sub,
+                    allowed=list(base[key]),
+                )
+
+
 def resolve_cell(
     cell: Cell, base: dict[str, Any], plugins: Plugins, file: Any
 ) -> CellConfig:
@@ -154,8 +186,26 @@ def resolve_cell(
     for path, value in cell.settings.items():
         set_path(config, path, value, file, cell.origins.get(path, "matrix"))
     loc = _locator(cell)
+    _check_fixed_mappings(config, base, file, loc)
 
     _check_type(config["model"], (str,), "a string", file, loc("model"))
+    _check_type(
+        config["trust_remote_code"],
+        (bool,),
+        "true or false",
+        file,
+        loc("trust_remote_code"),
+    )
+    if config["trust_remote_code"]:
+        # TODO: pass the setting to every from_pretrained call (core and plugins) and
+        # accept true; until then no loader may run a model's own Python code.
+        raise ConfigError(
+            "true is not supported yet: drirl loads only models that transformers "
+            "supports without running their own code; set trust_remote_code: false",
+            file=file,
+            field=loc("trust_remote_code"),
+            value=True,
+        )
     problem = model_spec_problem(config["model"])
     if problem is not None:
         raise ConfigError(problem, file=file, field=loc("model"), value=config["model"])
@@ -268,27 +318,13 @@ def resolve_cell(
         field=loc("evaluation.judge_settings"),
         component=f"judge {judge_name!r}",
     )
-    benchmarks = evaluation["benchmarks"]
-    if not isinstance(benchmarks, list) or not benchmarks:
-        raise ConfigError(
-            "must be a non-empty list of benchmark names",
-            file=file,
-            field=loc("evaluation.benchmarks"),
-            value=benchmarks,
-            allowed=plugins.registry("benchmark").names(),
-        )
-    benchmark_settings = {}
-    for i, name in enumerate(benchmarks):
-        benchmark = _require(
-            "benchmark", name, plugins, file, loc(f"evaluation.benchmarks[{i}]")
-        )
-        benchmark_settings[name] = build_settings(
-            benchmark.Settings,
-            evaluation["settings"],
-            file=file,
-            field=loc("evaluation.settings"),
-            component=f"benchmark {name!r}",
-        )
+    entries = resolve_benchmarks(
+        evaluation["benchmarks"],
+        evaluation["settings"],
+        plugins,
+        file=file,
+        locate=loc,
+    )
 
     return CellConfig(
         id=cell.id,
@@ -308,7 +344,9 @@ def resolve_cell(
         scaler_weights=[float(w) for w in weights] if weights is not None else None,
         judge=judge_name,
         judge_settings=judge_settings,
-        benchmarks=list(benchmarks),
-        benchmark_settings=benchmark_settings,
+        benchmarks=[entry.label for entry in entries],
+        benchmark_settings={entry.label: entry.settings for entry in entries},
+        benchmark_components={entry.label: entry.component for entry in entries},
         preset=cell.preset,
+        trust_remote_code=config["trust_remote_code"],
     )

@@ -2,8 +2,9 @@
 
 An experiment is a YAML mapping (read with ``yaml.safe_load``). Its fields, with defaults:
 
-    name: experiment            # used in the report
+    name: experiment            # used in the report; no path separators
     model: embedded             # "embedded", a local Hugging Face model folder, or a hub name
+    trust_remote_code: false    # true (run a hub model's own code) is not supported yet
     seed: 0
     categories: all             # or a list of harm category names
     data: {train_per_category: null, eval_per_category: null}
@@ -39,6 +40,7 @@ from drirl.plugin_manager import Plugins
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "model": "embedded",
+    "trust_remote_code": False,
     "seed": 0,
     "categories": "all",
     "data": {"train_per_category": None, "eval_per_category": None},
@@ -131,6 +133,12 @@ def merge_defaults(raw: dict[str, Any], file: str | Path | None) -> dict[str, An
     return merged
 
 
+def _is_file_name(text: str) -> bool:
+    if text.strip() in (".", ".."):
+        return False
+    return not any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in text)
+
+
 def load_experiment(
     source: str | Path | dict[str, Any],
     plugins: Plugins,
@@ -147,6 +155,14 @@ def load_experiment(
     if not isinstance(base["name"], str) or not base["name"].strip():
         raise ConfigError(
             "must be a non-empty string", file=file, field="name", value=base["name"]
+        )
+    if not _is_file_name(base["name"]):
+        raise ConfigError(
+            "must not contain a path separator or a control character, or be '.' or "
+            "'..', so that it can name a file",
+            file=file,
+            field="name",
+            value=base["name"],
         )
     baselines = base["baselines"]
     if not isinstance(baselines, list):

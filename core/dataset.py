@@ -35,6 +35,10 @@ def _parse_line(text: str, path: Path, line_no: int) -> Record:
         raise DatasetError(
             f"invalid JSON: {exc.msg}", file=path, line=line_no
         ) from None
+    except RecursionError:
+        raise DatasetError(
+            "invalid JSON: nested too deeply to parse", file=path, line=line_no
+        ) from None
     if not isinstance(row, dict):
         raise DatasetError("a record must be a JSON object", file=path, line=line_no)
     missing = [name for name in REQUIRED_FIELDS if name not in row]
@@ -78,13 +82,18 @@ def load_records(
         raise DatasetError("dataset file not found", file=path)
     records: list[Record] = []
     seen: dict[str, int] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DatasetError(
-            f"file is not valid UTF-8 (byte offset {exc.start})", file=path
-        ) from None
-    for line_no, text in enumerate(lines, start=1):
+    # Lines are split on b"\n" only: str.splitlines would also split inside a JSON string
+    # that contains U+2028 or another Unicode line break, which JSON allows unescaped.
+    for line_no, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"line is not valid UTF-8 (byte {exc.start + 1} of the line); save the "
+                "file as UTF-8",
+                file=path,
+                line=line_no,
+            ) from None
         if not text.strip():
             continue
         record = _parse_line(text, path, line_no)

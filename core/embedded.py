@@ -120,15 +120,24 @@ def model_spec_problem(spec: str) -> str | None:
     """
     if spec == EMBEDDED_POLICY:
         return None
-    path = Path(spec).expanduser()
-    if path.is_dir():
+    if not spec.strip() or "\x00" in spec:
+        return f"model is empty or contains a NUL byte; give a model folder or {EMBEDDED_POLICY!r}"
+    try:
+        path = Path(spec).expanduser()
+        is_dir = path.is_dir()
+        exists = path.exists()
+    except RuntimeError:  # expanduser of ~name for an unknown user
+        return f"model path {spec!r} names an unknown user's home folder"
+    except OSError as exc:  # a name too long for the file system, for example
+        return f"model path {spec!r} cannot be checked: {exc.strerror}"
+    if is_dir:
         if not (path / "config.json").is_file():
             return (
                 f"model folder {path} has no config.json; give a Hugging Face model folder "
                 f"or {EMBEDDED_POLICY!r}"
             )
         return None
-    if path.exists() or spec.startswith((".", "/", "~")):
+    if exists or spec.startswith((".", "/", "~")):
         return f"model path {spec!r} is not a folder; give a Hugging Face model folder"
     return None
 

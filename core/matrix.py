@@ -21,6 +21,8 @@ from typing import Any
 from drirl.errors import ConfigError
 
 RESERVED_KEYS = ("include", "exclude")
+# Characters allowed in a cell id, which names a file in the run folder.
+SAFE_ID = re.compile(r"[A-Za-z0-9_.+=-]+")
 
 
 @dataclass
@@ -61,6 +63,14 @@ def _entry_list(
     for i, entry in enumerate(entries):
         if not entry:
             raise ConfigError("entry is empty", file=file, field=f"matrix.{key}[{i}]")
+        for name in entry:
+            if not isinstance(name, str):
+                raise ConfigError(
+                    "a key must be a field path such as training.learning_rate",
+                    file=file,
+                    field=f"matrix.{key}[{i}]",
+                    value=name,
+                )
     return entries
 
 
@@ -69,6 +79,13 @@ def _axes(matrix: dict[str, Any], file: str | Path | None) -> dict[str, list[Any
     for key, values in matrix.items():
         if key in RESERVED_KEYS:
             continue
+        if not isinstance(key, str):
+            raise ConfigError(
+                "a matrix key must be a field path such as training.learning_rate",
+                file=file,
+                field="matrix",
+                value=key,
+            )
         if not isinstance(values, list) or not values:
             raise ConfigError(
                 "a matrix axis must be a non-empty list of values",
@@ -120,7 +137,7 @@ def expand_matrix(
 
     cells: list[Cell] = []
     for i, name in enumerate(baselines or []):
-        if name not in presets:
+        if not isinstance(name, str) or name not in presets:
             raise ConfigError(
                 "unknown baseline preset",
                 file=file,
@@ -145,6 +162,8 @@ def expand_matrix(
         entry = dict(entry)
         explicit_id = entry.pop("id", None)
         origins = {k: f"matrix.include[{i}].{k}" for k in entry}
+        if explicit_id is not None:
+            _check_safe_id(str(explicit_id), file, f"matrix.include[{i}].id")
         cells.append(
             Cell(str(explicit_id) if explicit_id else cell_id(entry), entry, origins)
         )
@@ -153,6 +172,22 @@ def expand_matrix(
         cells.append(Cell("default", {}, {}))
     _check_unique_ids(cells, file)
     return cells
+
+
+def _check_safe_id(cell_id: str, file: str | Path | None, where: str) -> None:
+    """Reject an include ``id`` that is not a plain file name.
+
+    A cell id names the file ``<run>/cells/<id>.json``, so an id such as ``../x`` or
+    ``/tmp/x`` would write outside the run folder.
+    """
+    if cell_id in (".", "..") or not SAFE_ID.fullmatch(cell_id):
+        raise ConfigError(
+            "invalid cell id: it names a file in the run folder, so use only letters, "
+            "digits and _ . + = -",
+            file=file,
+            field=where,
+            value=cell_id,
+        )
 
 
 def _check_unique_ids(cells: list[Cell], file: str | Path | None) -> None:

@@ -22,7 +22,7 @@ import yaml
 
 from drirl import hookspecs
 from drirl.errors import DrirlError
-from drirl.registry import KINDS, DuplicateComponentError, Entry, Registry
+from drirl.registry import KINDS, Entry, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ HOOK_BY_KIND = {
     "optimizer": "register_optimizers",
     "judge": "register_judges",
     "benchmark": "register_benchmarks",
+    "generator": "register_generators",
 }
 
 
@@ -109,6 +110,25 @@ def _collect_modules(
     return plugins
 
 
+def _check_component_name(kind: str, component: Any, plugin: str) -> None:
+    """Reject a component name that could not safely name a file.
+
+    Benchmark names, for one, become parts of file names in the run folder, so a name such
+    as ``../x`` would write outside it.
+    """
+    name = getattr(component, "name", None)
+    if not isinstance(name, str):
+        return  # Registry.add reports a missing or non-string name
+    unsafe = name in (".", "..") or any(
+        char in "/\\" or ord(char) < 32 for char in name
+    )
+    if unsafe:
+        raise DrirlError(
+            f"plugin {plugin!r} registered a {kind} named {name!r}; a component name may "
+            "not contain a path separator or a control character, or be '.' or '..'"
+        )
+
+
 def load_plugins(*, use_entry_points: bool = True, strict: bool = False) -> Plugins:
     """Load every plugin and fill one registry per component kind."""
     registry_file = read_registry_file()
@@ -157,14 +177,16 @@ def load_plugins(*, use_entry_points: bool = True, strict: bool = False) -> Plug
             added: list[str] = []
 
             def register(component: Any, _plugin: str = impl.plugin_name) -> None:
+                _check_component_name(kind, component, _plugin)
                 entry = registry.add(component, plugin=_plugin, version=version)
                 added.append(entry.name)
 
             try:
                 impl.function(register=register)
-            except DuplicateComponentError as exc:
-                fail(impl.plugin_name, dist, "registration", exc)
             except Exception as exc:  # a broken plugin must not stop the others
+                # Whatever the plugin registered of this kind before it failed goes too, so
+                # it is either loaded whole or not at all. A name it tried to take from
+                # another plugin stays with that plugin.
                 for name in added:
                     registry.remove(name)
                 fail(impl.plugin_name, dist, "registration", exc)

@@ -69,9 +69,9 @@ def build_settings(
     ``field`` is the YAML path of the mapping (for example ``reward.settings``) so the error
     points at the line to fix.
     """
-    values = dict(values or {})
-    if not isinstance(values, dict):
+    if values is not None and not isinstance(values, dict):
         raise ConfigError("must be a mapping", file=file, field=field, value=values)
+    values = dict(values or {})
     hints = typing.get_type_hints(settings_cls)
     known = [f.name for f in dataclasses.fields(settings_cls)]
     for key, value in values.items():
