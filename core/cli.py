@@ -9,7 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from drirl.data_cli import add_data_commands
 from drirl.errors import DrirlError
+from drirl.eval_command import add_eval_parser
 
 logger = logging.getLogger("drirl")
 
@@ -168,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", help="run folder given to `drirl run --out`")
     p.set_defaults(func=cmd_report)
+
+    add_eval_parser(sub, common)
+
+    add_data_commands(sub, common)
     return parser
 
 

@@ -18,7 +18,9 @@ import torch
 
 RecordKind = Literal["harmful", "benign"]
 Split = Literal["train", "eval"]
-JudgeLabel = Literal["refusal", "harmful", "compliant"]
+# "error" marks a response the judge failed to rate (see drirl.judging). It is not a
+# refusal, a harmful response or a compliant one.
+JudgeLabel = Literal["refusal", "harmful", "compliant", "error"]
 
 
 @dataclass(frozen=True)
@@ -196,11 +198,29 @@ class Judgement:
     """A judge's verdict on one response: a label and a score in [0, 1].
 
     Each judge documents what its score measures; for ``refusal_phrases`` it is 1.0 for a
-    refusal and 0.0 otherwise.
+    refusal and 0.0 otherwise. ``independent`` is False when the judge rates a policy with
+    the reward models that policy was trained against. ``error`` contains the reason for a judgement
+    with label "error".
     """
 
     label: JudgeLabel
     score: float
+    independent: bool = True
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JudgeRun:
+    """The parts of the evaluating run that a judge may use.
+
+    ``reward_dir`` is the reward-model folder the evaluated policy was trained against, or
+    None when the policy was trained against no reward model. ``records`` are the eval
+    records, so a judge can look up a prompt's harm category and kind.
+    """
+
+    ctx: RunContext
+    reward_dir: Path | None = None
+    records: Sequence[Record] = ()
 
 
 class Judge(Component):
@@ -211,6 +231,13 @@ class Judge(Component):
         self, prompts: Sequence[str], responses: Sequence[str]
     ) -> list[Judgement]:
         """Return one Judgement per (prompt, response)."""
+
+    def prepare(self, run: JudgeRun) -> None:
+        """Store what the judge needs from the run before it judges; the default stores nothing."""
+
+    def report(self) -> dict[str, Any]:
+        """Return facts about the judge for the run report (accuracy, independence)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -236,3 +263,34 @@ class Benchmark(Component):
         ctx: RunContext,
     ) -> dict[str, Metric]:
         """Evaluate the model on the records' eval split; keep per-sample records in out_dir."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated response with its cost.
+
+    ``tokens`` counts the generated (completion) tokens. ``token_source`` names where the count
+    came from: ``"tokenizer"`` (counted locally), ``"usage"`` (reported by a remote API) or
+    ``"words"`` (an estimate from whitespace-separated words when the API reported none).
+    """
+
+    text: str
+    tokens: int
+    seconds: float
+    token_source: str = "tokenizer"
+
+
+class Generator(Component):
+    """Writes one assistant response to a chat conversation (used to build demonstrations)."""
+
+    @abstractmethod
+    def generate(self, messages: Sequence[dict[str, str]]) -> Generation:
+        """Return the response to ``messages``, a list of {"role", "content"} turns."""
+
+    def describe(self) -> dict[str, Any]:
+        """Return the settings that decide the output, without secrets, for build manifests."""
+        values = dataclasses.asdict(self.settings)
+        secret = {
+            f.name for f in dataclasses.fields(self.settings) if f.metadata.get("secret")
+        }
+        return {k: v for k, v in values.items() if k not in secret}
