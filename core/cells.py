@@ -178,6 +178,58 @@ def _check_fixed_mappings(
                 )
 
 
+def _training_values(
+    config: dict[str, Any], optimizer: Any, plugins: Plugins, file: Any, loc: Any
+) -> dict[str, Any]:
+    """Merge ``training`` with ``optimizer_settings.<optimizer>``; unknown keys raise.
+
+    ``training`` is shared by every optimizer of the experiment, so a key there that the
+    cell's optimizer does not take is an error that points at ``optimizer_settings``.
+    """
+    shared = config["training"]
+    per_optimizer = config["optimizer_settings"]
+    for field_path, value in (
+        ("training", shared),
+        ("optimizer_settings", per_optimizer),
+    ):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(
+                "must be a mapping", file=file, field=loc(field_path), value=value
+            )
+    per_optimizer = per_optimizer or {}
+    for name in per_optimizer:
+        _require("optimizer", name, plugins, file, loc(f"optimizer_settings.{name}"))
+    own = per_optimizer.get(optimizer.name) or {}
+    if not isinstance(own, dict):
+        raise ConfigError(
+            "must be a mapping",
+            file=file,
+            field=loc(f"optimizer_settings.{optimizer.name}"),
+            value=own,
+        )
+    known = optimizer.settings_fields()
+    for key in shared or {}:
+        if key not in known:
+            raise ConfigError(
+                f"unknown setting for optimizer {optimizer.name!r}; to give it only to "
+                "the optimizers that take it, move it under optimizer_settings.<name>",
+                file=file,
+                field=loc(f"training.{key}"),
+                value=key,
+                allowed=known,
+            )
+    for key in own:
+        if key not in known:
+            raise ConfigError(
+                f"unknown setting for optimizer {optimizer.name!r}",
+                file=file,
+                field=loc(f"optimizer_settings.{optimizer.name}.{key}"),
+                value=key,
+                allowed=known,
+            )
+    return {**(shared or {}), **own}
+
+
 def resolve_cell(
     cell: Cell, base: dict[str, Any], plugins: Plugins, file: Any
 ) -> CellConfig:
@@ -247,7 +299,7 @@ def resolve_cell(
         )
         training = build_settings(
             optimizer.Settings,
-            config["training"],
+            _training_values(config, optimizer, plugins, file, loc),
             file=file,
             field=loc("training"),
             component=f"optimizer {optimizer_name!r}",

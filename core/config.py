@@ -11,6 +11,7 @@ An experiment is a YAML mapping (read with ``yaml.safe_load``). Its fields, with
     reward: {learner: bradley_terry, settings: {}}
     optimizer: grpo_s           # an optimizer name, or "none" for no training (the base model)
     training: {}                # the optimizer's settings (learning_rate, steps, batch_size, ...)
+    optimizer_settings: {}      # per optimizer name, settings that apply to it only
     scaler: none                # a scaler name, or several joined by "*" (clip*reward_gap)
     scaler_settings: {}         # per scaler name, its settings
     scaler_combine: product     # or "sum" (weighted by scaler_weights)
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "grpo_s",
     "training": {},
     "scaler": "none",
+    "optimizer_settings": {},
     "scaler_settings": {},
     "scaler_combine": "product",
     "scaler_weights": None,
@@ -65,6 +67,7 @@ NESTED_KEYS = {
 }
 NESTED_KEYS.pop("training")
 NESTED_KEYS.pop("scaler_settings")
+NESTED_KEYS.pop("optimizer_settings")
 NESTED_KEYS.pop("matrix")
 
 

@@ -56,6 +56,12 @@ def _coerce(tp: Any, value: Any) -> Any:
     return value
 
 
+def join_field(field: str, key: str) -> str:
+    """Return the path of ``key`` inside ``field``, keeping a trailing "(matrix cell ...)"."""
+    head, sep, tail = field.partition(" (")
+    return f"{head}.{key}{sep}{tail}"
+
+
 def build_settings(
     settings_cls: type,
     values: dict[str, Any] | None,
@@ -79,7 +85,7 @@ def build_settings(
             raise ConfigError(
                 f"unknown setting for {component}",
                 file=file,
-                field=f"{field}.{key}",
+                field=join_field(field, key),
                 value=key,
                 allowed=known or ["(no settings)"],
             )
@@ -88,7 +94,7 @@ def build_settings(
             raise ConfigError(
                 f"wrong type for {component}: expected {_type_name(tp)}",
                 file=file,
-                field=f"{field}.{key}",
+                field=join_field(field, key),
                 value=value,
             )
         values[key] = _coerce(tp, value)

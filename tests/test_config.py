@@ -156,3 +156,48 @@ def test_model_folder_without_config(tmp_path, plugins):
     path = write(tmp_path, {"model": str(folder)})
     with pytest.raises(ConfigError, match="has no config.json"):
         load_experiment(path, plugins)
+
+
+def test_paper_example_has_every_baseline(plugins):
+    experiment = load_experiment(Path("examples/paper.yaml"), plugins)
+    optimizers = {cell.optimizer for cell in experiment.cells}
+    assert optimizers == {"none", "sft", "dpo", "grpo", "ppo", "grpo_s"}
+
+
+def test_shared_training_field_rejected_for_other_optimizer(tmp_path, plugins):
+    path = write(
+        tmp_path,
+        {"training": {"num_generations": 4}, "baselines": ["sft", "grpo"]},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path, plugins)
+    assert caught.value.field.startswith("training.num_generations")
+    assert "optimizer_settings" in str(caught.value)
+
+
+def test_optimizer_settings_apply_to_one_optimizer(tmp_path, plugins):
+    path = write(
+        tmp_path,
+        {
+            "training": {"steps": 3},
+            "optimizer_settings": {"grpo": {"num_generations": 2, "batch_size": 4}},
+            "baselines": ["sft", "grpo"],
+        },
+    )
+    cells = {cell.id: cell for cell in load_experiment(path, plugins).cells}
+    assert cells["grpo"].training.num_generations == 2
+    assert cells["grpo"].training.steps == 3
+    assert cells["sft"].training.steps == 3
+
+
+def test_optimizer_settings_unknown_optimizer(tmp_path, plugins):
+    path = write(tmp_path, {"optimizer_settings": {"grpp": {"beta": 0.1}}})
+    with pytest.raises(ConfigError, match="grpo"):
+        load_experiment(path, plugins)
+
+
+def test_optimizer_settings_unknown_key(tmp_path, plugins):
+    path = write(tmp_path, {"optimizer_settings": {"grpo_s": {"colour": 1}}})
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path, plugins)
+    assert caught.value.field == "optimizer_settings.grpo_s.colour"
