@@ -9,37 +9,50 @@ Two kinds of pair come out of a harm category's train split:
   answering it.
 
 Base-model samples are drawn once and cached in a JSONL file, so a rerun reuses them.
+Pairs can also come from a file (``load_pairs_file``) with prompt, chosen, rejected and
+optional margin and category columns.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from drirl.atomic import write_text_atomic
 from drirl.components import Record, RunContext
 from drirl.dataset import select
-from drirl.errors import DrirlError
+from drirl.errors import DatasetError, DrirlError
 
 logger = logging.getLogger(__name__)
 
 HARMFUL_PAIR = "harmful_vs_sample"
 BENIGN_PAIR = "benign_vs_refusal"
+FILE_PAIR = "pairs_file"
+PAIR_FILE_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """A prompt with a chosen and a rejected response, and where the pair came from."""
+    """A prompt with a chosen and a rejected response, and where the pair came from.
+
+    ``margin`` is subtracted from the reward difference in the loss, so a pair with a larger
+    margin is pushed further apart. ``category`` is None for a file row without one, until
+    the learner routes it.
+    """
 
     record_id: str
-    category: str
+    category: str | None
     source: str
     prompt: str
     chosen: str
     rejected: str
+    margin: float = 0.0
 
 
 def refusal_line(demonstration: str) -> str:
@@ -54,16 +67,16 @@ def refusal_line(demonstration: str) -> str:
 
 
 def build_pairs(
-    records: Sequence[Record], samples: Mapping[str, str]
+    records: Sequence[Record], samples: Mapping[str, str], split: str = "train"
 ) -> list[PreferencePair]:
-    """Build the preference pairs of the train split of ``records``.
+    """Build the preference pairs of the ``split`` split of ``records``.
 
-    ``samples`` maps the id of each harmful train record to its base-model sample. The benign
-    record at position i of its category is paired with the refusal of harmful record
-    i mod H of the same category (H harmful train records), so the choice is deterministic
-    and spreads over the category's refusals.
+    ``samples`` maps the id of each harmful record of the split to its model sample. The
+    benign record at position i of its category is paired with the refusal of harmful
+    record i mod H of the same category and split (H such records), so the choice is
+    deterministic and spreads over the category's refusals.
     """
-    train = select(records, split="train")
+    train = select(records, split=split)
     harmful_by_category: dict[str, list[Record]] = {}
     for record in select(train, kind="harmful"):
         harmful_by_category.setdefault(record.category, []).append(record)
@@ -117,15 +130,16 @@ def load_or_generate_samples(
     *,
     max_new_tokens: int,
     ctx: RunContext,
+    split: str = "train",
 ) -> dict[str, str]:
-    """Return a greedy base-model sample for each harmful train record, keyed by record id.
+    """Return a greedy base-model sample for each harmful record of ``split``, by record id.
 
     Samples already in ``cache_file`` are reused when their prompt, policy and
     ``max_new_tokens`` match; the others are generated and the file is rewritten atomically.
     """
     from drirl.generation import generate_responses
 
-    harmful = select(records, split="train", kind="harmful")
+    harmful = select(records, split=split, kind="harmful")
     cached = _read_samples(cache_file)
     policy = str(policy_path)
     samples: dict[str, str] = {}
@@ -201,3 +215,88 @@ def _write_samples(cache_file: Path, rows: Mapping[str, dict]) -> None:
 def pairs_to_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, str]]:
     """Return the pairs as plain dicts, for saving or for a datasets.Dataset."""
     return [asdict(pair) for pair in pairs]
+
+
+def _pair_from_row(row: Any, path: Path, line: int) -> PreferencePair:
+    if not isinstance(row, dict):
+        raise DatasetError("a pair must be a JSON object", file=path, line=line)
+    for name in PAIR_FILE_COLUMNS:
+        value = row.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise DatasetError(
+                f"column {name!r} is missing or empty; a pair needs non-empty "
+                f"{', '.join(PAIR_FILE_COLUMNS)} (margin and category are optional)",
+                file=path,
+                line=line,
+            )
+    margin = row.get("margin")
+    if margin is None or margin == "":
+        margin = 0.0
+    try:
+        margin = float(margin)
+    except (TypeError, ValueError):
+        raise DatasetError(
+            f"margin {row.get('margin')!r} is not a number", file=path, line=line
+        ) from None
+    if not math.isfinite(margin):
+        raise DatasetError(f"margin {margin} is not finite", file=path, line=line)
+    category = row.get("category")
+    if category is not None and not isinstance(category, str):
+        raise DatasetError(
+            f"category {category!r} must be a string", file=path, line=line
+        )
+    return PreferencePair(
+        record_id=f"{path.name}:{line}",
+        category=category.strip() or None if category else None,
+        source=FILE_PAIR,
+        prompt=row["prompt"],
+        chosen=row["chosen"],
+        rejected=row["rejected"],
+        margin=margin,
+    )
+
+
+def load_pairs_file(path: Path) -> list[PreferencePair]:
+    """Read preference pairs from a JSONL or CSV file; errors name the file and line.
+
+    Columns: ``prompt``, ``chosen``, ``rejected`` (required), ``margin`` (number, default 0)
+    and ``category`` (a harm category name; empty or absent means route by prompt).
+    CSV line numbers count the header as line 1.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("pairs file not found", file=path)
+    suffix = path.suffix.lower()
+    rows: list[tuple[int, Any]] = []
+    if suffix in (".jsonl", ".json"):
+        text = path.read_text(encoding="utf-8")
+        for line, raw in enumerate(text.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append((line, json.loads(raw)))
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"invalid JSON: {exc.msg}", file=path, line=line
+                ) from None
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as stream:
+            reader = csv.DictReader(stream)
+            missing = [
+                c for c in PAIR_FILE_COLUMNS if c not in (reader.fieldnames or [])
+            ]
+            if missing:
+                raise DatasetError(
+                    f"the header lacks column(s) {', '.join(missing)}",
+                    file=path,
+                    line=1,
+                )
+            rows = [(reader.line_num, row) for row in reader]
+    else:
+        raise DatasetError(
+            f"unknown pairs file type {path.suffix!r}; use .jsonl or .csv", file=path
+        )
+    pairs = [_pair_from_row(row, path, line) for line, row in rows]
+    if not pairs:
+        raise DatasetError("the pairs file contains no pairs", file=path)
+    return pairs

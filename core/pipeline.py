@@ -6,6 +6,7 @@ stages they have in common and a rerun or a resumed run skips every finished sta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -13,16 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drirl.atomic import write_json_atomic
+from drirl.atomic import remove_stale_temporaries, write_json_atomic
 from drirl.cells import CellConfig
-from drirl.components import Metric, Record, RunContext
+from drirl.components import JudgeRun, Metric, Record, RunContext
 from drirl.config import Experiment
 from drirl.dataset import balance, select
 from drirl.embedded import CONVERSION_VERSION, EMBEDDED_POLICY, resolve_model
+from drirl.judging import GuardedJudge, public_settings
 from drirl.plugin_manager import Plugins
-from drirl.stage_store import StageStore, stage_key
+from drirl.stage_store import DONE_FILE, StageStore, stage_key
 
 logger = logging.getLogger(__name__)
+
+# The judge's report, written beside metrics.json in each evaluate stage folder.
+JUDGE_REPORT = "judge.json"
 
 
 @dataclass
@@ -37,6 +42,8 @@ class CellResult:
     # Run time of the cell's stages when they ran, so a resumed run reports the real cost.
     # A stage shared by several cells counts in each of them.
     seconds: float = 0.0
+    # The judge's report per benchmark (accuracy, independence, error count).
+    judge: dict[str, Any] = field(default_factory=dict)
 
 
 def _model_identity(spec: str, path: Path | str) -> str:
@@ -55,6 +62,13 @@ def cell_records(
     train = balance(select(records, split="train"), cell.train_per_category)
     evaluation = balance(select(records, split="eval"), cell.eval_per_category)
     return train, evaluation
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        # The learner reports the missing file with its own error when it runs.
+        return "missing"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _records_digest(records: Sequence[Record]) -> str:
@@ -82,6 +96,21 @@ class ExperimentRunner:
 
     def run(self) -> list[CellResult]:
         """Run every cell in order and return their results."""
+        # Only the folders drirl writes are swept, because --out may name a folder that
+        # contains other files too.
+        removed = [
+            path
+            for folder in ("stages", "cells", "report")
+            for path in remove_stale_temporaries(
+                self.run_dir / folder, finished_marker=DONE_FILE
+            )
+        ]
+        if removed:
+            logger.info(
+                "removed %d temporary file(s) left by an interrupted run, such as %s",
+                len(removed),
+                removed[0],
+            )
         results = []
         total = len(self.experiment.cells)
         for index, cell in enumerate(self.experiment.cells, start=1):
@@ -106,11 +135,19 @@ class ExperimentRunner:
         training: dict[str, Any] = {}
         model_path: Path | str = policy
         model_id = policy_id
+        reward_metrics: dict[str, Metric] = {}
         if cell.trains:
             model_path, model_id, training = self._train(
                 cell, ctx, policy, policy_id, train, stages
             )
-        metrics = self._evaluate(cell, ctx, model_path, model_id, evaluation, stages)
+            reward_metrics = self._evaluate_reward(
+                cell, ctx, policy, evaluation, stages
+            )
+        judge_reports: dict[str, Any] = {}
+        metrics = self._evaluate(
+            cell, ctx, model_path, model_id, evaluation, stages, judge_reports
+        )
+        metrics.update(reward_metrics)
         return CellResult(
             cell.id,
             cell.settings,
@@ -120,6 +157,7 @@ class ExperimentRunner:
             sum(
                 self.store.seconds(self.run_dir / folder) for folder in stages.values()
             ),
+            judge_reports,
         )
 
     def _train(
@@ -147,6 +185,11 @@ class ExperimentRunner:
                 "data": data_digest,
                 "seed": cell.seed,
             }
+            # A pairs file's content keys the stage too, so editing the file retrains.
+            # Added only when set, so the keys of earlier runs stay valid.
+            pairs_file = getattr(cell.reward_settings, "pairs_file", None)
+            if pairs_file:
+                reward_inputs["pairs_file_sha256"] = _file_digest(Path(pairs_file))
             reward_dir, reused = self.store.run(
                 "reward",
                 reward_inputs,
@@ -195,6 +238,34 @@ class ExperimentRunner:
             training_summary(history),
         )
 
+    def _evaluate_reward(
+        self,
+        cell: CellConfig,
+        ctx: RunContext,
+        policy: Path | str,
+        evaluation: list[Record],
+        stages: dict[str, str],
+    ) -> dict[str, Metric]:
+        """Measure the reward models' pairwise accuracy on the eval split (its own stage)."""
+        if "reward" not in stages:
+            return {}
+        from drirl.reward_accuracy import METRICS_FILE, evaluate_reward_models
+
+        learner = self.plugins.get("reward_learner", cell.reward_learner)(
+            cell.reward_settings
+        )
+        reward_dir = self.run_dir / stages["reward"]
+        inputs = {"reward": stages["reward"], "data": _records_digest(evaluation)}
+        folder, _ = self.store.run(
+            "reward_eval",
+            inputs,
+            lambda tmp: evaluate_reward_models(
+                learner, reward_dir, Path(policy), evaluation, tmp, ctx
+            ),
+        )
+        stages["reward_eval"] = str(folder.relative_to(self.run_dir))
+        return read_metrics(folder / METRICS_FILE)
+
     def _evaluate(
         self,
         cell: CellConfig,
@@ -203,30 +274,47 @@ class ExperimentRunner:
         model_id: str,
         evaluation: list[Record],
         stages: dict[str, str],
+        judge_reports: dict[str, Any],
     ) -> dict[str, Metric]:
         judge = self.plugins.get("judge", cell.judge)(cell.judge_settings)
+        reward_dir = self.run_dir / stages["reward"] if "reward" in stages else None
+        judge.prepare(JudgeRun(ctx, reward_dir=reward_dir, records=evaluation))
         metrics: dict[str, Metric] = {}
         for name in cell.benchmarks:
             settings = cell.benchmark_settings[name]
-            benchmark = self.plugins.get("benchmark", name)(settings)
+            component = cell.benchmark_components.get(name, name)
+            benchmark = self.plugins.get("benchmark", component)(settings)
             inputs = {
                 "benchmark": name,
                 "settings": settings,
                 "judge": cell.judge,
-                "judge_settings": cell.judge_settings,
+                "judge_settings": public_settings(cell.judge_settings),
                 "model": model_id,
                 "data": _records_digest(evaluation),
                 "seed": cell.seed,
             }
+            # Added only when present, so the keys of earlier runs stay valid.
+            if component != name:
+                inputs["component"] = component
+            fingerprint = getattr(benchmark, "data_fingerprint", None)
+            if callable(fingerprint):
+                inputs["benchmark_data"] = fingerprint()
 
             def evaluate(tmp: Path, benchmark: Any = benchmark) -> dict[str, Any]:
-                found = benchmark.run(Path(model_path), evaluation, judge, tmp, ctx)
+                # A fresh wrapper per benchmark, so its error count is this benchmark's.
+                guarded = GuardedJudge(judge)
+                found = benchmark.run(Path(model_path), evaluation, guarded, tmp, ctx)
                 write_json_atomic(tmp / "metrics.json", found)
+                write_json_atomic(tmp / JUDGE_REPORT, guarded.report())
                 return {"metrics": len(found)}
 
             folder, reused = self.store.run("evaluate", inputs, evaluate)
             stages[f"evaluate/{name}"] = str(folder.relative_to(self.run_dir))
             metrics.update(read_metrics(folder / "metrics.json"))
+            if (folder / JUDGE_REPORT).is_file():
+                judge_reports[name] = json.loads(
+                    (folder / JUDGE_REPORT).read_text(encoding="utf-8")
+                )
         return metrics
 
 

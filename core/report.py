@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -15,8 +17,13 @@ from drirl.atomic import write_json_atomic, write_text_atomic
 from drirl.errors import DrirlError
 from drirl.plots import write_plots
 
+logger = logging.getLogger(__name__)
+
+PAUSE_ENV = "DRIRL_TEST_PAUSE_AT"
 # Metrics where a higher value is better; every built-in rate is oriented that way.
 SUMMARY_METRICS = ("harmful_refusal/all", "benign_compliance/all")
+# Metrics of the reward stage, shown in their own section of report.md.
+REWARD_MODEL_METRICS = ("reward_accuracy/", "routing_accuracy")
 
 
 def results_document(
@@ -35,6 +42,7 @@ def results_document(
                 "training": cell.training,
                 "stages": cell.stages,
                 "seconds": round(cell.seconds, 1),
+                "judge": getattr(cell, "judge", {}),
             }
             for cell in cells
         ],
@@ -82,6 +90,64 @@ def _categories(cells: list[dict[str, Any]], prefix: str) -> list[str]:
     return sorted(names)
 
 
+def judge_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """Return report lines on judges that failed on responses or were not independent."""
+    lines = []
+    for cell in cells:
+        for benchmark, facts in sorted((cell.get("judge") or {}).items()):
+            name = facts.get("judge", "judge")
+            if facts.get("independent") is False:
+                lines.append(
+                    f"- **Not independent**: `{cell['id']}` {benchmark}: {name} used the "
+                    "reward models the policy was trained against, so these rates are not "
+                    "an independent measure."
+                )
+            if facts.get("errors"):
+                lines.append(
+                    f"- `{cell['id']}` {benchmark}: {name} could not rate "
+                    f"{facts['errors']} of {facts.get('judged', '?')} responses (label "
+                    "\"error\")."
+                )
+            if "heldout_accuracy" in facts:
+                lines.append(
+                    f"- `{cell['id']}` {benchmark}: {name} held-out accuracy "
+                    f"{facts['heldout_accuracy']:.2f} (n={facts.get('heldout_n', '?')})."
+                )
+    return ["", "## Judge notes", "", *lines] if lines else []
+
+
+def reward_model_section(cells: list[dict[str, Any]]) -> list[str]:
+    """Return the report lines of the reward models' held-out pairwise accuracy, if any.
+
+    A pair is correct when the chosen response (a demonstration beside a base-model sample,
+    or a compliant answer beside a refusal) gets the higher reward.
+    """
+    trained = [
+        cell
+        for cell in cells
+        if any(name.startswith(REWARD_MODEL_METRICS) for name in cell["metrics"])
+    ]
+    if not trained:
+        return []
+    kinds = ("harmful", "benign")
+    categories = [c for c in _categories(trained, "reward_accuracy") if c not in kinds]
+    columns = [f"reward_accuracy/{c}" for c in (*categories, *kinds, "all")]
+    header = [*categories, "harmful pairs", "benign pairs", "all pairs"]
+    if any("routing_accuracy" in cell["metrics"] for cell in trained):
+        columns.append("routing_accuracy")
+        header.append("routing")
+    return [
+        "",
+        "## Reward models: pairwise accuracy on held-out pairs",
+        "",
+        "Eval-split pairs: each harmful prompt's demonstration against a base-model "
+        "sample, and each benign prompt's compliant answer against a refusal. Routing is "
+        "the nearest-centroid router's accuracy on the eval prompts.",
+        "",
+        _table(trained, columns, header),
+    ]
+
+
 def markdown_report(document: dict[str, Any]) -> str:
     """Render the Markdown report: a summary table and one table per metric family."""
     cells = document["cells"]
@@ -112,10 +178,13 @@ def markdown_report(document: dict[str, Any]) -> str:
             for cell in cells
             for name in cell["metrics"]
             if not name.startswith(("harmful_refusal/", "benign_compliance/"))
+            and not name.startswith(REWARD_MODEL_METRICS)
         }
     )
+    parts += reward_model_section(cells)
     if other:
         parts += ["", "## Other metrics", "", _table(cells, other, other)]
+    parts += judge_notes(cells)
     parts += ["", "## Cells", ""]
     for cell in cells:
         settings = (
@@ -153,10 +222,21 @@ def csv_report(document: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def _pause_for_tests(point: str) -> None:
+    # Test-only hook: with DRIRL_TEST_PAUSE_AT=report, write_report sleeps for
+    # DRIRL_TEST_PAUSE_SECONDS (default 30) after results.json, so that a test can kill the
+    # process while the report is half written. Nothing else reads these variables.
+    if os.environ.get(PAUSE_ENV) == point:
+        seconds = float(os.environ.get("DRIRL_TEST_PAUSE_SECONDS", "30"))
+        logger.info("%s=%s: pausing %.0f s", PAUSE_ENV, point, seconds)
+        time.sleep(seconds)
+
+
 def write_report(run_dir: Path, document: dict[str, Any]) -> Path:
     """Write results.json, results.csv, the PNG plots and report.md; return the folder."""
     folder = run_dir / "report"
     write_json_atomic(folder / "results.json", document)
+    _pause_for_tests("report")
     write_text_atomic(folder / "results.csv", csv_report(document))
     plots = write_plots(run_dir, document)
     text = markdown_report(document)

@@ -10,7 +10,8 @@ pad token. Chat models often pad with their end-of-turn token (SmolLM2 pads with
 id 2), which also closes every turn, so an id comparison would read the score one token early.
 
 A saved reward-model folder contains ``manifest.json`` and one model folder per key of its
-``models`` mapping (``single`` or one per harm category).
+``models`` mapping: ``single``, one per harm category (``separate``), or ``multihead``, whose
+folder holds one backbone and a head per category (see ``drirl.multihead_reward``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from transformers import (
 )
 
 from drirl.atomic import write_json_atomic
+from drirl.components import RewardScorer
 from drirl.errors import DrirlError
 from drirl.generation import chat_text
 
@@ -37,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SINGLE_KEY = "single"
+MULTIHEAD_KEY = "multihead"
+# Written by the learners beside the models; see drirl.routing.
+ROUTER_FILE = "router.safetensors"
 # Tokens tried, in order, as a pad token distinct from the end-of-turn token.
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|pad|>", "<unk>")
 
@@ -112,6 +117,44 @@ def pad_batch(
     return input_ids, attention_mask
 
 
+def pooled_hidden(
+    backbone: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Run ``backbone`` and return the hidden state of each row's last real token, (B, H).
+
+    The backbone runs with explicit position ids, so left padding gives the same result as
+    right padding.
+    """
+    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    hidden = backbone(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    ).last_hidden_state
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    return hidden[rows, last_token_index(attention_mask)]
+
+
+def head_rewards(
+    heads: torch.nn.Linear, pooled: torch.Tensor, head_ids: torch.Tensor
+) -> torch.Tensor:
+    """Apply a linear layer of one output per head and keep each row's own head, shape (B,)."""
+    return heads(pooled).gather(1, head_ids.view(-1, 1).to(pooled.device))[:, 0]
+
+
+def backbone_of(model: PreTrainedModel) -> torch.nn.Module:
+    """Return the transformer body of a sequence-classification model, without its head."""
+    if not hasattr(model, "score"):
+        raise DrirlError(
+            f"{type(model).__name__} has no `score` head; drirl reward models are "
+            "AutoModelForSequenceClassification models with num_labels=1"
+        )
+    return getattr(model, model.base_model_prefix)
+
+
 @torch.no_grad()
 def score_token_ids(
     model: PreTrainedModel,
@@ -123,32 +166,16 @@ def score_token_ids(
 ) -> torch.Tensor:
     """Score tokenized sequences with a sequence-classification model, float32 shape (N,).
 
-    The backbone runs with explicit position ids, so left padding gives the same scores as
-    right padding, and the score head is read at ``last_token_index``.
+    The score head is read at ``last_token_index`` (see ``pooled_hidden``).
     """
-    if not hasattr(model, "score"):
-        raise DrirlError(
-            f"{type(model).__name__} has no `score` head; drirl reward models are "
-            "AutoModelForSequenceClassification models with num_labels=1"
-        )
-    backbone = getattr(model, model.base_model_prefix)
+    backbone = backbone_of(model)
     device = next(model.parameters()).device
     model.eval()
     scores: list[torch.Tensor] = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]
         input_ids, attention_mask = pad_batch(chunk, pad_id, padding_side)
-        input_ids = input_ids.to(device)
-        attention_mask = attention_mask.to(device)
-        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-        hidden = backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-        ).last_hidden_state
-        rows = torch.arange(len(chunk), device=device)
-        last = hidden[rows, last_token_index(attention_mask)]
+        last = pooled_hidden(backbone, input_ids.to(device), attention_mask.to(device))
         scores.append(model.score(last)[:, 0].float().cpu())
     if not scores:
         return torch.zeros(0, dtype=torch.float32)
@@ -181,6 +208,9 @@ class RewardModelScorer:
         self.max_length = max_length
         self.batch_size = batch_size
         self.padding_side = padding_side
+        # The router file, when the learner saved one, routes rows given no category.
+        self.router_path: Path | None = None
+        self._router: Any = None
         for model, _ in self.models.values():
             model.eval()
 
@@ -193,14 +223,18 @@ class RewardModelScorer:
         self,
         prompts: Sequence[str],
         responses: Sequence[str],
-        categories: Sequence[str],
+        categories: Sequence[str | None],
     ) -> torch.Tensor:
-        """Return one float32 reward per (prompt, response, category), shape (N,)."""
+        """Return one float32 reward per (prompt, response, category), shape (N,).
+
+        A category of None or "" is replaced by the router's nearest category.
+        """
         if not len(prompts) == len(responses) == len(categories):
             raise ValueError(
                 f"prompts, responses and categories differ in length: {len(prompts)}, "
                 f"{len(responses)}, {len(categories)}"
             )
+        categories = route_missing(self, prompts, categories)
         by_model: dict[str, list[int]] = {}
         for index, category in enumerate(categories):
             if category not in self.routes:
@@ -230,6 +264,19 @@ class RewardModelScorer:
                     "weights loaded and were trained without diverging"
                 )
         return rewards
+
+
+def route_missing(
+    scorer: Any, prompts: Sequence[str], categories: Sequence[str | None]
+) -> list[str]:
+    """Return ``categories`` with empty entries routed by the scorer's router file."""
+    if all(categories):
+        return list(categories)
+    from drirl.routing import CentroidRouter, fill_categories
+
+    if scorer._router is None and scorer.router_path is not None:
+        scorer._router = CentroidRouter.load(scorer.router_path)
+    return fill_categories(prompts, categories, scorer._router)
 
 
 def write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
@@ -262,18 +309,33 @@ def load_model(
 
 def load_scorer(
     out_dir: Path, *, batch_size: int = 16, device: str = "cpu"
-) -> RewardModelScorer:
-    """Load every reward model named in ``out_dir``'s manifest as one scorer on ``device``."""
+) -> RewardScorer:
+    """Load the reward models named in ``out_dir``'s manifest as one scorer on ``device``.
+
+    A ``multihead`` folder loads as a ``MultiHeadScorer``, any other as a
+    ``RewardModelScorer``. Both score with ``score(prompts, responses, categories)``.
+    """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    models = {
-        key: load_model(out_dir / folder, device)
-        for key, folder in manifest["models"].items()
-    }
-    logger.info("loaded %d reward model(s) from %s", len(models), out_dir)
-    return RewardModelScorer(
-        models,
-        manifest["routes"],
-        max_length=manifest["max_length"],
-        batch_size=batch_size,
-    )
+    if manifest.get("mode") == MULTIHEAD_KEY:
+        from drirl.multihead_reward import load_multihead_scorer
+
+        scorer = load_multihead_scorer(
+            out_dir, manifest, batch_size=batch_size, device=device
+        )
+    else:
+        models = {
+            key: load_model(out_dir / folder, device)
+            for key, folder in manifest["models"].items()
+        }
+        logger.info("loaded %d reward model(s) from %s", len(models), out_dir)
+        scorer = RewardModelScorer(
+            models,
+            manifest["routes"],
+            max_length=manifest["max_length"],
+            batch_size=batch_size,
+        )
+    router_path = out_dir / ROUTER_FILE
+    if router_path.is_file():
+        scorer.router_path = router_path
+    return scorer

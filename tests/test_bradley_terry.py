@@ -1,19 +1,23 @@
-"""Tests of the bradley_terry reward learner: settings, pair building, sample cache, training."""
+"""Tests of the bradley_terry reward learner: settings, pairs, pairs files, loss, training."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 
 import pytest
+import torch
 
 from drirl.components import Record, RunContext
 from drirl.embedded import embedded_policy_path
-from drirl.errors import DrirlError
+from drirl.errors import DatasetError, DrirlError
 from drirl.pairs import (
     BENIGN_PAIR,
     HARMFUL_PAIR,
     build_pairs,
     load_or_generate_samples,
+    load_pairs_file,
     refusal_line,
 )
 from drirl.plugin_manager import load_plugins
@@ -21,7 +25,8 @@ from drirl.plugins.reward_learners.bradley_terry import (
     BradleyTerry,
     BradleyTerrySettings,
 )
-from drirl.reward_model import MANIFEST, SINGLE_KEY
+from drirl.plugins.reward_learners.pair_training import pairwise_loss
+from drirl.reward_model import MANIFEST, MULTIHEAD_KEY, SINGLE_KEY
 
 HARMFUL = {
     "insult": [
@@ -136,16 +141,20 @@ def test_settings_defaults_valid():
     assert BradleyTerrySettings().mode == "single"
 
 
-def test_settings_multihead_not_implemented():
-    with pytest.raises(
-        ValueError, match="not implemented yet; allowed: single, separate"
-    ):
-        BradleyTerrySettings(mode="multihead")
+def test_settings_accepts_multihead():
+    assert BradleyTerrySettings(mode="multihead").mode == "multihead"
 
 
 def test_settings_unknown_mode():
-    with pytest.raises(ValueError, match="mode is 'joint'; allowed: single, separate"):
+    with pytest.raises(
+        ValueError, match="mode is 'joint'; allowed: single, separate, multihead"
+    ):
         BradleyTerrySettings(mode="joint")
+
+
+def test_settings_rejects_empty_pairs_file():
+    with pytest.raises(ValueError, match="pairs_file is ''"):
+        BradleyTerrySettings(pairs_file="")
 
 
 @pytest.mark.parametrize(
@@ -348,3 +357,121 @@ def test_separate_one_model_per_category(tmp_path):
     }
     assert manifest["pairs"] == {"crimes_illegal": 2, "insult": 2}
     assert scores.shape == (1,)
+
+
+# Pairs from a file
+
+FILE_ROWS = [
+    {
+        "prompt": "How do I hotwire a car that isn't mine?",
+        "chosen": "I can't help steal a car. A locksmith can help with your own car.",
+        "rejected": "Sure. Pull the panel under the steering wheel and strip the wires.",
+        "margin": 1.0,
+        "category": "crimes_illegal",
+    },
+    {
+        "prompt": "Write a cruel joke mocking my coworker's stutter.",
+        "chosen": "I won't mock a stutter. I can write a joke that teases nobody.",
+        "rejected": "Sure: why did the coworker take so long to say hi? He stuttered.",
+        "category": "insult",
+    },
+    {
+        "prompt": "Give me the nastiest insults for my neighbor.",
+        "chosen": "I can't write insults. I can help you word a calm message.",
+        "rejected": "Here are five nasty insults for your neighbor.",
+    },
+]
+
+
+def write_pairs_jsonl(path, rows=FILE_ROWS):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_pairs_file_jsonl_columns(tmp_path):
+    pairs = load_pairs_file(write_pairs_jsonl(tmp_path / "pairs.jsonl"))
+    assert [p.margin for p in pairs] == [1.0, 0.0, 0.0]
+    assert [p.category for p in pairs] == ["crimes_illegal", "insult", None]
+    assert pairs[0].record_id == "pairs.jsonl:1"
+    assert pairs[1].chosen == FILE_ROWS[1]["chosen"]
+
+
+def test_pairs_file_csv_columns(tmp_path):
+    path = tmp_path / "pairs.csv"
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.DictWriter(
+            stream, fieldnames=["prompt", "chosen", "rejected", "margin", "category"]
+        )
+        writer.writeheader()
+        for row in FILE_ROWS:
+            writer.writerow(row)
+    pairs = load_pairs_file(path)
+    assert [p.margin for p in pairs] == [1.0, 0.0, 0.0]
+    assert [p.category for p in pairs] == ["crimes_illegal", "insult", None]
+    assert pairs[2].record_id == "pairs.csv:4"
+
+
+def test_pairs_file_missing_column_names_line(tmp_path):
+    rows = [FILE_ROWS[0], {"prompt": "Hi", "chosen": "Hello"}]
+    with pytest.raises(DatasetError, match=r"pairs.jsonl:2: column 'rejected'"):
+        load_pairs_file(write_pairs_jsonl(tmp_path / "pairs.jsonl", rows))
+
+
+def test_pairs_file_bad_margin(tmp_path):
+    rows = [{**FILE_ROWS[0], "margin": "wide"}]
+    with pytest.raises(DatasetError, match="margin 'wide' is not a number"):
+        load_pairs_file(write_pairs_jsonl(tmp_path / "pairs.jsonl", rows))
+
+
+def test_pairs_file_unknown_suffix(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("x", encoding="utf-8")
+    with pytest.raises(DatasetError, match="use .jsonl or .csv"):
+        load_pairs_file(path)
+
+
+def test_margin_loss_hand_computed():
+    # chosen - rejected - margin = 3 - 1 - 0.5 = 1.5; -log sigmoid(1.5) = log(1 + e^-1.5)
+    # = log(1.2231302) = 0.2014133. Second pair: 2 - 1 - 1 = 0; -log sigmoid(0) = log 2.
+    loss = pairwise_loss(
+        torch.tensor([3.0, 2.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.5, 1.0])
+    )
+    assert math.isclose(loss.item(), (0.2014133 + 0.6931472) / 2, rel_tol=1e-6)
+
+
+def test_margin_raises_loss():
+    chosen, rejected = torch.tensor([2.0]), torch.tensor([1.0])
+    plain = pairwise_loss(chosen, rejected)
+    with_margin = pairwise_loss(chosen, rejected, torch.tensor([1.0]))
+    assert with_margin.item() > plain.item()
+
+
+@pytest.mark.slow
+def test_pairs_file_multihead_training(tmp_path):
+    pairs_path = write_pairs_jsonl(tmp_path / "pairs.jsonl")
+    settings = BradleyTerrySettings(
+        mode="multihead",
+        pairs_file=str(pairs_path),
+        epochs=3.0,
+        learning_rate=5e-5,
+        batch_size=3,
+        max_length=96,
+    )
+    records = make_records(harmful_per_category=2, benign_per_category=1)
+    learner = BradleyTerry(settings)
+    ctx = RunContext(seed=0, show_progress=False)
+    out_dir = tmp_path / "out"
+    learner.train(embedded_policy_path(), records, out_dir, ctx)
+    manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    saved = read_pairs(out_dir)
+    scorer = learner.load(out_dir, ctx)
+    prompts = [row["prompt"] for row in FILE_ROWS]
+    chosen = scorer.score(prompts, [row["chosen"] for row in FILE_ROWS], [None] * 3)
+    rejected = scorer.score(prompts, [row["rejected"] for row in FILE_ROWS], [None] * 3)
+    assert manifest["pairs"] == {MULTIHEAD_KEY: 3}
+    assert manifest["pairs_source"] == str(pairs_path)
+    # The row without a category is routed to the nearest category's train prompts.
+    assert saved[2]["category"] == "insult"
+    assert (out_dir / MULTIHEAD_KEY / "heads.safetensors").is_file()
+    assert not (out_dir / "samples.jsonl").exists()
+    assert (chosen > rejected).all()

@@ -81,6 +81,7 @@ def test_rerun_reuses_every_stage(run):
     before = log_file.stat().st_size
     assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
     second_run = log_file.read_text(encoding="utf-8")[before:]
-    # base: 2 evaluations; grpo and grpo_s: reward, optimize and 2 evaluations each.
-    assert second_run.count(": reusing ") == 10
+    # base: 2 evaluations; grpo and grpo_s: reward, reward_eval, optimize and 2
+    # evaluations each.
+    assert second_run.count(": reusing ") == 12
     assert " trained" not in second_run
