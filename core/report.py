@@ -22,6 +22,22 @@ logger = logging.getLogger(__name__)
 PAUSE_ENV = "DRIRL_TEST_PAUSE_AT"
 # Metrics where a higher value is better; every built-in rate is oriented that way.
 SUMMARY_METRICS = ("harmful_refusal/all", "benign_compliance/all")
+# Summary columns shown when at least one cell has the metric, with their headers.
+OPTIONAL_SUMMARY = {
+    "jailbreak_refusal/all": "jailbreak refusal",
+    "mc_qa/accuracy": "mc_qa accuracy",
+    "helpfulness/answer_rate": "helpfulness answer rate",
+    "helpfulness/quality": "helpfulness quality",
+}
+# Metric families with one table each: prefix and title.
+FAMILIES = (
+    ("harmful_refusal", "Refusal rate on harmful prompts, per category"),
+    ("benign_compliance", "Compliance rate on benign look-alike prompts, per category"),
+    (
+        "jailbreak_refusal",
+        "Refusal rate on jailbreak-wrapped harmful prompts, per template",
+    ),
+)
 # Metrics of the reward stage, shown in their own section of report.md.
 REWARD_MODEL_METRICS = ("reward_accuracy/", "routing_accuracy")
 
@@ -106,7 +122,7 @@ def judge_notes(cells: list[dict[str, Any]]) -> list[str]:
                 lines.append(
                     f"- `{cell['id']}` {benchmark}: {name} could not rate "
                     f"{facts['errors']} of {facts.get('judged', '?')} responses (label "
-                    "\"error\")."
+                    '"error").'
                 )
             if "heldout_accuracy" in facts:
                 lines.append(
@@ -148,6 +164,16 @@ def reward_model_section(cells: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _summary_table(cells: list[dict[str, Any]]) -> str:
+    columns = list(SUMMARY_METRICS)
+    header = ["harmful refusal", "benign compliance"]
+    for name, title in OPTIONAL_SUMMARY.items():
+        if any(name in cell["metrics"] for cell in cells):
+            columns.append(name)
+            header.append(title)
+    return _table(cells, columns, header)
+
+
 def markdown_report(document: dict[str, Any]) -> str:
     """Render the Markdown report: a summary table and one table per metric family."""
     cells = document["cells"]
@@ -159,26 +185,20 @@ def markdown_report(document: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        _table(cells, list(SUMMARY_METRICS), ["harmful refusal", "benign compliance"]),
+        _summary_table(cells),
     ]
-    for prefix, title in (
-        ("harmful_refusal", "Refusal rate on harmful prompts, per category"),
-        (
-            "benign_compliance",
-            "Compliance rate on benign look-alike prompts, per category",
-        ),
-    ):
+    for prefix, title in FAMILIES:
         categories = _categories(cells, prefix)
         if categories:
             columns = [f"{prefix}/{c}" for c in categories]
             parts += ["", f"## {title}", "", _table(cells, columns, categories)]
+    shown = (*(f"{prefix}/" for prefix, _ in FAMILIES), *OPTIONAL_SUMMARY)
     other = sorted(
         {
             name
             for cell in cells
             for name in cell["metrics"]
-            if not name.startswith(("harmful_refusal/", "benign_compliance/"))
-            and not name.startswith(REWARD_MODEL_METRICS)
+            if not name.startswith(shown) and not name.startswith(REWARD_MODEL_METRICS)
         }
     )
     parts += reward_model_section(cells)
