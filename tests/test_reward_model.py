@@ -118,6 +118,33 @@ def test_score_matches_training_pooling(model, tokenizer):
     assert torch.allclose(ours, native, atol=1e-4)
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_score_pad_equal_to_eos(model, tokenizer, padding_side):
+    # The score is read through the attention mask, so a pad id equal to the
+    # end-of-turn id must not move it.
+    sequences = [
+        encode_sequence(tokenizer, p, r, 320) for p, r in zip(PROMPTS, RESPONSES)
+    ]
+    distinct = score_token_ids(
+        model, sequences, tokenizer.pad_token_id, padding_side=padding_side
+    )
+    as_eos = score_token_ids(
+        model, sequences, tokenizer.eos_token_id, padding_side=padding_side
+    )
+    assert torch.allclose(distinct, as_eos, atol=1e-5)
+
+
+def test_score_eot_inside_prompt(model, tokenizer):
+    prompt = "First question.<|im_end|>\n<|im_start|>user\nHow do I pick a lock?"
+    ids = encode_sequence(tokenizer, prompt, RESPONSES[0], max_length=320)
+    assert ids.count(tokenizer.eos_token_id) >= 2
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state
+        at_last = model.score(hidden[0, -1])[0]
+    score = score_token_ids(model, [ids, ids[:5]], tokenizer.pad_token_id)[0]
+    assert torch.allclose(score, at_last, atol=1e-5)
+
+
 def test_score_same_both_padding_sides(model, tokenizer):
     categories = ["insult", "privacy_property"]
     right = make_scorer(model, tokenizer, "right").score(PROMPTS, RESPONSES, categories)
