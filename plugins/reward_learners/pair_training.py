@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     PreTrainedTokenizerBase,
@@ -257,6 +258,7 @@ def train_unit(
     settings: RewardTrainingSettings,
     *,
     seed: int,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``unit`` on ``pairs`` with AdamW and the pairwise loss; return the loss log.
 
@@ -280,6 +282,12 @@ def train_unit(
     unit.model.train()
     order: list[int] = []
     log_history: list[dict[str, Any]] = []
+    progress = tqdm(
+        total=steps,
+        desc=f"reward model {unit.key}",
+        unit="step",
+        disable=not show_progress,
+    )
     for step in range(1, steps + 1):
         if not order:
             order = torch.randperm(len(pairs), generator=generator).tolist()
@@ -301,6 +309,9 @@ def train_unit(
                 "accuracy": float((chosen > rejected).float().mean()),
             }
         )
+        progress.set_postfix(loss=f"{log_history[-1]['loss']:.3f}")
+        progress.update()
+    progress.close()
     unit.model.eval()
     mean_loss = sum(row["loss"] for row in log_history) / len(log_history)
     logger.info(
@@ -371,7 +382,15 @@ def train_models(
             entry["before"] = ranking_summary(
                 pair_margins(unit, group, max_length=settings.max_length)
             )
-        entry.update(train_unit(unit, group, settings, seed=ctx.seed + seed_offset))
+        entry.update(
+            train_unit(
+                unit,
+                group,
+                settings,
+                seed=ctx.seed + seed_offset,
+                show_progress=ctx.show_progress,
+            )
+        )
         if measure:
             entry["after"] = ranking_summary(
                 pair_margins(unit, group, max_length=settings.max_length)
