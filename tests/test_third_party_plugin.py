@@ -7,41 +7,12 @@ project's environment) and put on PYTHONPATH of a `drirl` subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-PLUGIN_SOURCE = Path(__file__).parent / "third_party_plugin"
-
-
-@pytest.fixture(scope="module")
-def plugin_env(tmp_path_factory) -> dict[str, str]:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(PLUGIN_SOURCE),
-        ],
-        check=True,
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(target), env.get("PYTHONPATH")])
-    )
-    return env
 
 
 def drirl(args: list[str], env: dict[str, str], cwd: Path | None = None):
