@@ -27,6 +27,7 @@ Every error names the file, the field path, the bad value and the allowed values
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,14 @@ def merge_defaults(raw: dict[str, Any], file: str | Path | None) -> dict[str, An
     """Return the defaults overlaid with ``raw``; unknown keys raise."""
     for key in raw:
         if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), list(DEFAULTS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                "unknown field", file=file, field=key, value=key, allowed=list(DEFAULTS)
+                f"unknown field{hint}",
+                file=file,
+                field=key,
+                value=key,
+                allowed=list(DEFAULTS),
             )
     merged = copy.deepcopy(DEFAULTS)
     for key, value in raw.items():

@@ -138,7 +138,10 @@ def model_spec_problem(spec: str) -> str | None:
             )
         return None
     if exists or spec.startswith((".", "/", "~")):
-        return f"model path {spec!r} is not a folder; give a Hugging Face model folder"
+        return (
+            f"model path {spec!r} is not a folder; give a Hugging Face model folder, "
+            "or `embedded` for the built-in SmolLM2-135M-Instruct"
+        )
     return None
 
 

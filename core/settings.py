@@ -101,6 +101,9 @@ def build_settings(
     try:
         return settings_cls(**values)
     except (TypeError, ValueError) as exc:
+        # Settings classes start their messages with the field name ("steps is -3; ...").
+        first = str(exc).split(" ", 1)[0]
+        where = join_field(field, first) if first in known else field
         raise ConfigError(
-            f"invalid setting for {component}: {exc}", file=file, field=field
+            f"invalid setting for {component}: {exc}", file=file, field=where
         ) from None

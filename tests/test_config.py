@@ -201,3 +201,16 @@ def test_optimizer_settings_unknown_key(tmp_path, plugins):
     with pytest.raises(ConfigError) as caught:
         load_experiment(path, plugins)
     assert caught.value.field == "optimizer_settings.grpo_s.colour"
+
+
+def test_top_level_typo_suggests_field(tmp_path, plugins):
+    path = write(tmp_path, {"optimiser": "grpo"})
+    with pytest.raises(ConfigError, match="did you mean 'optimizer'"):
+        load_experiment(path, plugins)
+
+
+def test_invalid_value_names_its_field(tmp_path, plugins):
+    path = write(tmp_path, {"training": {"steps": -3}})
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path, plugins)
+    assert caught.value.field == "training.steps"
