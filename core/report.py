@@ -267,12 +267,31 @@ def write_report(run_dir: Path, document: dict[str, Any]) -> Path:
 
 
 def rebuild_report(run_dir: Path) -> Path:
-    """Rebuild the report files from a run's saved results.json."""
+    """Rebuild the report files from a run's results.json, or from its finished cells.
+
+    A run stopped before its report was written still has ``cells/<id>.json`` for each
+    finished cell, so the report of those cells can be built from them.
+    """
     path = run_dir / "report" / "results.json"
-    if not path.is_file():
+    if path.is_file():
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return write_report(run_dir, document)
+    cells = sorted((run_dir / "cells").glob("*.json"))
+    if not cells:
         raise DrirlError(
-            f"{path} not found; give the folder passed to `drirl run --out`, after a run "
-            "has finished at least one cell"
+            f"{path} not found and {run_dir / 'cells'} has no finished cell; give the "
+            "folder passed to `drirl run --out`, after a run has finished at least one cell"
         )
-    document = json.loads(path.read_text(encoding="utf-8"))
+    logger.warning(
+        "%s not found; building the report from %d finished cell(s) in %s",
+        path,
+        len(cells),
+        run_dir / "cells",
+    )
+    document = {
+        "experiment": run_dir.name,
+        "file": None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cells": [json.loads(cell.read_text(encoding="utf-8")) for cell in cells],
+    }
     return write_report(run_dir, document)

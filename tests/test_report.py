@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from drirl.report import markdown_report
+import json
+
+import pytest
+
+from drirl.errors import DrirlError
+from drirl.report import markdown_report, rebuild_report
 
 
 def _metric(value: float) -> dict:
@@ -57,3 +62,17 @@ def test_summary_metrics_not_repeated_in_other():
     other = text.split("## Other metrics", 1)[1]
     assert "custom/score" in other
     assert "helpfulness/quality" not in other
+
+
+def test_rebuild_from_finished_cells(tmp_path):
+    cell = _document({"harmful_refusal/all": 0.25})["cells"][0]
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "base.json").write_text(json.dumps(cell), encoding="utf-8")
+    folder = rebuild_report(tmp_path)
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    assert "| base | 0.25 (n=4) |" in text
+
+
+def test_rebuild_without_cells_names_folder(tmp_path):
+    with pytest.raises(DrirlError, match="no finished cell"):
+        rebuild_report(tmp_path)
