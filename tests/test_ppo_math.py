@@ -298,7 +298,7 @@ def test_settings_from_yaml_fields():
 
 def test_settings_from_yaml_invalid():
     with pytest.raises(
-        ConfigError, match=r"exp.yaml: field 'training'.*minibatch_size is 3"
+        ConfigError, match=r"exp.yaml: field 'training.minibatch_size'.*minibatch_size is 3"
     ):
         build_settings(
             PPOSettings,
