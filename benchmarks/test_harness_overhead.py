@@ -2,10 +2,10 @@
 
 Both sides start from the model folder on disk, so both load the embedded
 SmolLM2-135M-Instruct once per round. The harness is `drirl eval --benchmark
-harmful_refusal --limit 2` (14 harmful eval prompts through lm-eval, then the
-refusal_phrases judge, the bootstrap intervals and the result files); the reference is
+harmful_refusal --limit 2`: 14 harmful eval prompts through lm-eval, then the
+refusal_phrases judge, the bootstrap intervals and the result files. The reference is
 drirl.generation.generate_responses, a transformers generate loop with the chat template,
-with the same prompts, batch size and token budget.
+on the same prompts with the same batch size and token budget.
 
 Target: the harness at most 1.10x the plain loop.
 """
