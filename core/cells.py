@@ -19,6 +19,7 @@ from drirl.errors import ConfigError, UnknownComponentError
 from drirl.matrix import Cell
 from drirl.plugin_manager import Plugins
 from drirl.settings import build_settings
+from drirl.warm_start import WarmStart, resolve_warm_start
 
 NO_OPTIMIZER = "none"
 COMBINE_MODES = ("product", "sum")
@@ -54,10 +55,11 @@ class CellConfig:
     # The registered benchmark each label runs, where it differs from the label.
     benchmark_components: dict[str, str] = field(default_factory=dict)
     trust_remote_code: bool = False
+    warm_start: WarmStart | None = None
 
     @property
     def trains(self) -> bool:
-        """Whether this cell trains a model (the base-model baseline does not)."""
+        """Whether this cell runs an optimizer after the warm start, if any."""
         return self.optimizer != NO_OPTIMIZER
 
 
@@ -248,16 +250,6 @@ def resolve_cell(
         file,
         loc("trust_remote_code"),
     )
-    if config["trust_remote_code"]:
-        # TODO: pass the setting to every from_pretrained call (core and plugins) and
-        # accept true; until then no loader may run a model's own Python code.
-        raise ConfigError(
-            "true is not supported yet: drirl loads only models that transformers "
-            "supports without running their own code; set trust_remote_code: false",
-            file=file,
-            field=loc("trust_remote_code"),
-            value=True,
-        )
     problem = model_spec_problem(config["model"])
     if problem is not None:
         raise ConfigError(problem, file=file, field=loc("model"), value=config["model"])
@@ -291,6 +283,9 @@ def resolve_cell(
 
     optimizer_name = config["optimizer"]
     scaler_names = _parse_scaler(config["scaler"], file, loc("scaler"))
+    warm_start = resolve_warm_start(
+        config["warm_start"], plugins, file, loc("warm_start")
+    )
     if optimizer_name == NO_OPTIMIZER:
         training = None
     else:
@@ -401,4 +396,5 @@ def resolve_cell(
         benchmark_components={entry.label: entry.component for entry in entries},
         preset=cell.preset,
         trust_remote_code=config["trust_remote_code"],
+        warm_start=warm_start,
     )

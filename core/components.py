@@ -8,6 +8,7 @@ misspelled or wrongly typed field fails at load time, before any training starts
 from __future__ import annotations
 
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 RecordKind = Literal["harmful", "benign"]
 Split = Literal["train", "eval"]
@@ -57,13 +60,30 @@ class HarmCategory:
 
 @dataclass
 class RunContext:
-    """The settings every stage receives: the seed, the device and the shared caches."""
+    """The settings every stage receives: the seed, the device and the shared caches.
+
+    ``trust_remote_code`` is passed to every ``from_pretrained`` and lm-eval model call that
+    loads the policy or a reward model trained from it. When True, transformers runs the Python files that a
+    model folder names in its config's ``auto_map``. Judge models named in judge settings
+    are loaded with it False.
+    """
 
     seed: int = 0
     device: str = "cpu"
     cache_dir: Path | None = None
     text_encoder: str | None = None
     show_progress: bool = True
+    trust_remote_code: bool = False
+
+
+def warn_remote_code(model: str) -> None:
+    """Log that loading ``model`` will run the Python code that comes with it."""
+    logger.warning(
+        "trust_remote_code is true, so loading model %r runs the Python code that comes "
+        "with it (the files its config.json names in auto_map); use it only for a model "
+        "whose code you have read or trust",
+        model,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ An experiment is a YAML mapping (read with ``yaml.safe_load``). Its fields, with
 
     name: experiment            # used in the report; no path separators
     model: embedded             # "embedded", a local Hugging Face model folder, or a hub name
-    trust_remote_code: false    # true (run a hub model's own code) is not supported yet
+    trust_remote_code: false    # true runs the Python code that comes with the model
     seed: 0
     categories: all             # or a list of harm category names
     data: {train_per_category: null, eval_per_category: null}
@@ -12,6 +12,7 @@ An experiment is a YAML mapping (read with ``yaml.safe_load``). Its fields, with
     optimizer: grpo_s           # an optimizer name, or "none" for no training (the base model)
     training: {}                # the optimizer's settings (learning_rate, steps, batch_size, ...)
     optimizer_settings: {}      # per optimizer name, settings that apply to it only
+    warm_start: null            # {optimizer: sft, settings: {...}}: train this first
     scaler: none                # a scaler name, or several joined by "*" (clip*reward_gap)
     scaler_settings: {}         # per scaler name, its settings
     scaler_combine: product     # or "sum" (weighted by scaler_weights)
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from drirl.cells import CellConfig, resolve_cell
+from drirl.components import warn_remote_code
 from drirl.errors import ConfigError
 from drirl.matrix import expand_matrix
 from drirl.plugin_manager import Plugins
@@ -51,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "training": {},
     "scaler": "none",
     "optimizer_settings": {},
+    "warm_start": None,
     "scaler_settings": {},
     "scaler_combine": "product",
     "scaler_weights": None,
@@ -188,4 +191,7 @@ def load_experiment(
         file=Path(file) if file else None, name=base["name"], raw=base
     )
     experiment.cells = [resolve_cell(cell, base, plugins, file) for cell in cells]
+    remote_code = {cell.model for cell in experiment.cells if cell.trust_remote_code}
+    for model in sorted(remote_code):
+        warn_remote_code(model)
     return experiment

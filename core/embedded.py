@@ -79,11 +79,16 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("converting %s to safetensors at %s (one time)", gguf_path, out_dir)
+    # The embedded GGUF is a Llama-architecture model that transformers implements, so
+    # it never needs code of its own.
     tokenizer = AutoTokenizer.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name
+        gguf_path.parent, gguf_file=gguf_path.name, trust_remote_code=False
     )
     model = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        gguf_path.parent,
+        gguf_file=gguf_path.name,
+        dtype=torch.float32,
+        trust_remote_code=False,
     )
     # The dequantised weights are plain fp32; a leftover quantization config would make
     # transformers and TRL treat the model as quantised.

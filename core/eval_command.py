@@ -4,7 +4,8 @@ A benchmark argument is a drirl benchmark name (``harmful_refusal``, ``mc_qa``, 
 lm-eval task name (``gsm8k``), or the path of a CSV or JSONL file of prompts, which runs as
 the ``user_file`` benchmark with the column and expectation options. Each benchmark writes
 ``metrics.json`` and ``samples.jsonl`` into its own folder under the output folder, and
-``results.json`` collects every metric.
+``results.json`` collects every metric. The datasets cache that lm-eval benchmarks write
+into their folder is removed when each benchmark ends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_JUDGE = "refusal_phrases"
 USER_FILE_BENCHMARK = "user_file"
 USER_FILE_SUFFIXES = (".csv", ".jsonl")
+# The folder in which drirl.lm_eval_runner has the datasets library cache a benchmark's
+# prompts file as Arrow tables. It is needed only while the benchmark runs.
+DATASETS_CACHE = "datasets_cache"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class EvalRequest:
     limit: int | None = None
     seed: int = 0
     cache_dir: Path | None = None
+    trust_remote_code: bool = False
 
 
 def looks_like_file(spec: str) -> bool:
@@ -141,6 +147,13 @@ def folder_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
 
+def remove_datasets_cache(folder: Path) -> None:
+    """Remove the datasets cache that an lm-eval benchmark left in its output folder."""
+    cache = folder / DATASETS_CACHE
+    if cache.is_dir():
+        shutil.rmtree(cache)
+
+
 def run_eval(request: EvalRequest, plugins: Plugins) -> dict[str, dict[str, Metric]]:
     """Evaluate the model on every requested benchmark and write the results.
 
@@ -150,7 +163,7 @@ def run_eval(request: EvalRequest, plugins: Plugins) -> dict[str, dict[str, Metr
     # Imported here so that building the CLI parser does not import torch.
     from drirl.atomic import write_json_atomic
     from drirl.benchmark_entries import resolve_benchmarks
-    from drirl.components import JudgeRun, RunContext
+    from drirl.components import JudgeRun, RunContext, warn_remote_code
     from drirl.embedded import resolve_model
     from drirl.judging import GuardedJudge
     from drirl.settings import build_settings
@@ -166,7 +179,13 @@ def run_eval(request: EvalRequest, plugins: Plugins) -> dict[str, dict[str, Metr
     check_options_used(request, entries)
     judge_cls = plugins.get("judge", request.judge)
     model_path = Path(resolve_model(request.model, request.cache_dir))
-    ctx = RunContext(seed=request.seed, cache_dir=request.cache_dir)
+    if request.trust_remote_code:
+        warn_remote_code(request.model)
+    ctx = RunContext(
+        seed=request.seed,
+        cache_dir=request.cache_dir,
+        trust_remote_code=request.trust_remote_code,
+    )
     records = eval_records(plugins)
     judge = GuardedJudge(
         judge_cls(
@@ -197,7 +216,10 @@ def run_eval(request: EvalRequest, plugins: Plugins) -> dict[str, dict[str, Metr
         benchmark = plugins.get("benchmark", entry.component)(entry.settings)
         logger.info("eval: %s on %s", entry.label, model_path)
         started = time.monotonic()
-        metrics = benchmark.run(model_path, records, judge, folder, ctx)
+        try:
+            metrics = benchmark.run(model_path, records, judge, folder, ctx)
+        finally:
+            remove_datasets_cache(folder)
         seconds = time.monotonic() - started
         write_json_atomic(folder / "metrics.json", metrics)
         results[entry.label] = metrics
@@ -246,6 +268,12 @@ def add_eval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         help="local Hugging Face model folder, or 'embedded' for the embedded SmolLM2",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the Python code that comes with the model (the files its config.json "
+        "names in auto_map); needed for models that transformers does not implement",
     )
     p.add_argument(
         "--benchmark",
@@ -339,6 +367,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         seed=args.seed,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        trust_remote_code=args.trust_remote_code,
     )
     results = run_eval(request, load_plugins())
     print(format_table(results))

@@ -71,7 +71,12 @@ class MultiHeadRewardModel(torch.nn.Module):
 
     @classmethod
     def from_policy(
-        cls, policy_path: Path, categories: Sequence[str], seed: int = 0
+        cls,
+        policy_path: Path,
+        categories: Sequence[str],
+        seed: int = 0,
+        *,
+        trust_remote_code: bool = False,
     ) -> MultiHeadRewardModel:
         """Build an untrained model: the policy's transformer body and seeded random heads.
 
@@ -79,7 +84,9 @@ class MultiHeadRewardModel(torch.nn.Module):
         ``initializer_range`` as standard deviation, as transformers initialises the
         score head of a sequence-classification model.
         """
-        backbone = AutoModel.from_pretrained(policy_path, dtype=torch.float32)
+        backbone = AutoModel.from_pretrained(
+            policy_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
         model = cls(backbone, categories)
         std = float(getattr(backbone.config, "initializer_range", 0.02))
         generator = torch.Generator().manual_seed(seed)
@@ -127,7 +134,7 @@ class MultiHeadRewardModel(torch.nn.Module):
 
     @classmethod
     def load(
-        cls, folder: Path, device: str = "cpu"
+        cls, folder: Path, device: str = "cpu", *, trust_remote_code: bool = False
     ) -> tuple[MultiHeadRewardModel, PreTrainedTokenizerBase]:
         """Load a saved model and its tokenizer (fp32, eval mode) on ``device``."""
         folder = Path(folder)
@@ -149,7 +156,10 @@ class MultiHeadRewardModel(torch.nn.Module):
         categories = json.loads(metadata["categories"])
         weight = load_file(str(heads_path))["weight"].float()
         backbone = AutoModel.from_pretrained(
-            folder / BACKBONE_DIR, dtype=torch.float32, use_safetensors=True
+            folder / BACKBONE_DIR,
+            dtype=torch.float32,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
         )
         heads = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         with torch.no_grad():
@@ -157,13 +167,19 @@ class MultiHeadRewardModel(torch.nn.Module):
         model = cls(backbone, categories, heads)
         model.to(device)
         model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder / BACKBONE_DIR)
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder / BACKBONE_DIR, trust_remote_code=trust_remote_code
+        )
         return model, tokenizer
 
 
-def multihead_tokenizer(policy_path: Path) -> PreTrainedTokenizerBase:
+def multihead_tokenizer(
+    policy_path: Path, *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
     """Load the policy's tokenizer with a pad token distinct from its end-of-turn token."""
-    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        policy_path, trust_remote_code=trust_remote_code
+    )
     tokenizer.pad_token = distinct_pad_token(tokenizer)
     tokenizer.padding_side = "right"
     return tokenizer
@@ -273,10 +289,13 @@ def load_multihead_scorer(
     *,
     batch_size: int = 16,
     device: str = "cpu",
+    trust_remote_code: bool = False,
 ) -> MultiHeadScorer:
     """Load the multihead model named in a reward folder's manifest as a scorer."""
     folder = Path(out_dir) / manifest["models"][MULTIHEAD_KEY]
-    model, tokenizer = MultiHeadRewardModel.load(folder, device)
+    model, tokenizer = MultiHeadRewardModel.load(
+        folder, device, trust_remote_code=trust_remote_code
+    )
     missing = sorted(set(manifest.get("routes", {})) - set(model.categories))
     if missing:
         raise DrirlError(

@@ -171,6 +171,7 @@ def load_or_generate_samples(
         seed=ctx.seed,
         show_progress=ctx.show_progress,
         description="base-model samples",
+        trust_remote_code=ctx.trust_remote_code,
     )
     for record, sample in zip(missing, generated, strict=True):
         samples[record.id] = sample

@@ -295,12 +295,18 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
 
 
 def load_model(
-    model_dir: Path, device: str = "cpu"
+    model_dir: Path, device: str = "cpu", *, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load one saved reward model and its tokenizer (safetensors, fp32, eval mode)."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_dir, trust_remote_code=trust_remote_code
+    )
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=1, dtype=torch.float32, use_safetensors=True
+        model_dir,
+        num_labels=1,
+        dtype=torch.float32,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
     )
     model.to(device)
     model.eval()
@@ -308,7 +314,11 @@ def load_model(
 
 
 def load_scorer(
-    out_dir: Path, *, batch_size: int = 16, device: str = "cpu"
+    out_dir: Path,
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
 ) -> RewardScorer:
     """Load the reward models named in ``out_dir``'s manifest as one scorer on ``device``.
 
@@ -321,11 +331,17 @@ def load_scorer(
         from drirl.multihead_reward import load_multihead_scorer
 
         scorer = load_multihead_scorer(
-            out_dir, manifest, batch_size=batch_size, device=device
+            out_dir,
+            manifest,
+            batch_size=batch_size,
+            device=device,
+            trust_remote_code=trust_remote_code,
         )
     else:
         models = {
-            key: load_model(out_dir / folder, device)
+            key: load_model(
+                out_dir / folder, device, trust_remote_code=trust_remote_code
+            )
             for key, folder in manifest["models"].items()
         }
         logger.info("loaded %d reward model(s) from %s", len(models), out_dir)

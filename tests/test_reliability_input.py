@@ -16,11 +16,12 @@ import pytest
 import yaml
 
 from drirl.atomic import remove_stale_temporaries, write_json_atomic
-from drirl.components import Record
+from drirl.components import Benchmark, Metric, Record, RunContext
 from drirl.config import load_experiment
 from drirl.dataset import load_records
 from drirl.errors import ConfigError, DatasetError, DrirlError
 from drirl.matrix import expand_matrix
+from drirl.pipeline import ExperimentRunner
 from drirl.plugin_manager import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -455,9 +456,50 @@ def test_trust_remote_code_default_false(loaded):
     assert experiment.cells[0].trust_remote_code is False
 
 
-def test_trust_remote_code_true_rejected(loaded):
-    with pytest.raises(ConfigError, match="field 'trust_remote_code'"):
-        load_experiment({"trust_remote_code": True}, loaded)
+def test_trust_remote_code_true_accepted(loaded, caplog):
+    with caplog.at_level(logging.WARNING, logger="drirl.components"):
+        experiment = load_experiment(
+            {"trust_remote_code": True, "optimizer": "none"}, loaded
+        )
+    assert experiment.cells[0].trust_remote_code is True
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if "trust_remote_code" in record.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert "'embedded'" in warnings[0]
+    assert "runs the Python code" in warnings[0]
+
+
+class ContextProbe(Benchmark):
+    """A benchmark that stores the RunContext it runs with and loads no model."""
+
+    name = "context_probe"
+    contexts: list[RunContext] = []
+
+    def run(self, model_path, records, judge, out_dir, ctx):
+        ContextProbe.contexts.append(ctx)
+        return {"probe": Metric(1.0, 1)}
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_trust_remote_code_reaches_run_context(tmp_path, flag):
+    plugins = load_plugins(use_entry_points=False)
+    plugins.registry("benchmark").add(ContextProbe, plugin="tests", version="0")
+    experiment = load_experiment(
+        {
+            "trust_remote_code": flag,
+            "optimizer": "none",
+            "categories": ["insult"],
+            "evaluation": {"benchmarks": ["context_probe"]},
+        },
+        plugins,
+    )
+    ContextProbe.contexts.clear()
+    ExperimentRunner(experiment, plugins, tmp_path, show_progress=False).run()
+    assert len(ContextProbe.contexts) == 1
+    assert ContextProbe.contexts[0].trust_remote_code is flag
 
 
 # Temporary files left by a killed process

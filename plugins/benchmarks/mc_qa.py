@@ -89,6 +89,7 @@ class McQa(Benchmark):
             batch_size=self.settings.batch_size,
             device=ctx.device,
             limit=self.settings.limit,
+            trust_remote_code=ctx.trust_remote_code,
         )
         if not scores:
             raise DrirlError(f"lm-eval scored no questions from {path}")

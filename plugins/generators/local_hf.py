@@ -89,8 +89,12 @@ class LocalHFGenerator(Generator):
 
         path = resolve_model(self.settings.model, self.settings.cache_dir)
         logger.info("loading generator model %s", path)
-        self._tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        # A generator model comes from generator settings, not from an experiment, so it
+        # never runs code of its own.
+        self._tokenizer = load_tokenizer(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=False
+        )
         self._model = model.to(self.settings.device).eval()
 
     def generate(self, messages: Sequence[dict[str, str]]) -> Generation:

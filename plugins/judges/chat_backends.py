@@ -42,6 +42,7 @@ class LocalChatModel:
         batch_size: int = 8,
         device: str = "cpu",
         setting: str = "model_path",
+        trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
@@ -58,8 +59,12 @@ class LocalChatModel:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.device = device
-        self.tokenizer = load_tokenizer(path, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self.tokenizer = load_tokenizer(
+            path, padding_side="left", trust_remote_code=trust_remote_code
+        )
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
         self.model.to(device)
         self.model.eval()
 

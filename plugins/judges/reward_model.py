@@ -106,11 +106,13 @@ class RewardModelJudge(Judge):
         self._scorer = scorer
         self._policy_reward_dir: Path | None = None
         self._records: dict[str, Record] = {}
+        self._trust_remote_code = False
 
     def prepare(self, run: JudgeRun) -> None:
         """Store the policy's reward-model folder and the eval records of the run."""
         self._policy_reward_dir = _resolved(run.reward_dir)
         self._records = records_by_prompt(run.records)
+        self._trust_remote_code = run.ctx.trust_remote_code
 
     @property
     def reward_dir(self) -> Path:
@@ -140,6 +142,7 @@ class RewardModelJudge(Judge):
                 self.reward_dir,
                 batch_size=self.settings.batch_size,
                 device=self.settings.device,
+                trust_remote_code=self._trust_remote_code,
             )
         return self._scorer
 

@@ -52,10 +52,14 @@ LOG_HISTORY_FILE = "log_history.json"
 
 
 def _load_models(
-    policy_path: Path, accelerator: Accelerator
+    policy_path: Path, accelerator: Accelerator, *, trust_remote_code: bool = False
 ) -> tuple[PolicyWithValueHead, Any]:
-    policy = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(
+        policy_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
+    reference = AutoModelForCausalLM.from_pretrained(
+        policy_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
     reference.requires_grad_(False)
     reference.eval()
     return PolicyWithValueHead(policy), reference.to(accelerator.device)
@@ -174,8 +178,12 @@ def _setup(
 ) -> PPOLoop:
     accelerator = Accelerator(cpu=ctx.device == "cpu", mixed_precision="no")
     set_seed(ctx.seed, device_specific=True)
-    tokenizer = load_tokenizer(policy_path, padding_side="left")
-    model, reference = _load_models(policy_path, accelerator)
+    tokenizer = load_tokenizer(
+        policy_path, padding_side="left", trust_remote_code=ctx.trust_remote_code
+    )
+    model, reference = _load_models(
+        policy_path, accelerator, trust_remote_code=ctx.trust_remote_code
+    )
     stop_ids = stop_token_ids(tokenizer, model.policy)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=0.0

@@ -148,7 +148,10 @@ class BradleyTerry(RewardLearner):
     def load(self, out_dir: Path, ctx: RunContext) -> RewardScorer:
         """Load the saved reward model(s) as a scorer routed by category."""
         return load_scorer(
-            Path(out_dir), batch_size=self.settings.score_batch_size, device=ctx.device
+            Path(out_dir),
+            batch_size=self.settings.score_batch_size,
+            device=ctx.device,
+            trust_remote_code=ctx.trust_remote_code,
         )
 
 

@@ -213,6 +213,7 @@ class IRL(RewardLearner):
             seed=ctx.seed + round_no,
             show_progress=ctx.show_progress,
             description=f"IRL round {round_no} policy samples",
+            trust_remote_code=ctx.trust_remote_code,
         )
         samples = {record.id: text for record, text in zip(harmful, responses)}
         pairs = build_pairs(train, samples)
@@ -253,7 +254,10 @@ class IRL(RewardLearner):
     def load(self, out_dir: Path, ctx: RunContext) -> RewardScorer:
         """Load the saved reward model(s) as a scorer routed by category."""
         return load_scorer(
-            Path(out_dir), batch_size=self.settings.score_batch_size, device=ctx.device
+            Path(out_dir),
+            batch_size=self.settings.score_batch_size,
+            device=ctx.device,
+            trust_remote_code=ctx.trust_remote_code,
         )
 
 

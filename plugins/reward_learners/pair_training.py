@@ -141,29 +141,52 @@ class RewardUnit:
 
     @classmethod
     def create(
-        cls, policy_path: Path, key: str, categories: Sequence[str], seed: int
+        cls,
+        policy_path: Path,
+        key: str,
+        categories: Sequence[str],
+        seed: int,
+        *,
+        trust_remote_code: bool = False,
     ) -> RewardUnit:
         """Build an untrained model from the policy; ``key`` multihead gives one head each."""
         set_seed(seed)
-        tokenizer = multihead_tokenizer(policy_path)
+        tokenizer = multihead_tokenizer(
+            policy_path, trust_remote_code=trust_remote_code
+        )
         if key == MULTIHEAD_KEY:
-            model = MultiHeadRewardModel.from_policy(policy_path, categories, seed)
+            model = MultiHeadRewardModel.from_policy(
+                policy_path, categories, seed, trust_remote_code=trust_remote_code
+            )
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                policy_path, num_labels=1, dtype=torch.float32
+                policy_path,
+                num_labels=1,
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
             )
             model.config.pad_token_id = tokenizer.pad_token_id
         return cls(key, model, tokenizer, categories)
 
     @classmethod
     def load(
-        cls, folder: Path, key: str, categories: Sequence[str], device: str = "cpu"
+        cls,
+        folder: Path,
+        key: str,
+        categories: Sequence[str],
+        device: str = "cpu",
+        *,
+        trust_remote_code: bool = False,
     ) -> RewardUnit:
         """Load a unit saved by ``save`` to continue training it."""
         if key == MULTIHEAD_KEY:
-            model, tokenizer = MultiHeadRewardModel.load(folder, device)
+            model, tokenizer = MultiHeadRewardModel.load(
+                folder, device, trust_remote_code=trust_remote_code
+            )
         else:
-            model, tokenizer = load_model(folder, device)
+            model, tokenizer = load_model(
+                folder, device, trust_remote_code=trust_remote_code
+            )
         return cls(key, model, tokenizer, categories)
 
     def head_ids(self, categories: Sequence[str]) -> torch.Tensor:
@@ -372,9 +395,21 @@ def train_models(
         group = grouped.get(key, [])
         folder = Path(out_dir) / key
         if resume and folder.is_dir():
-            unit = RewardUnit.load(folder, key, members, ctx.device)
+            unit = RewardUnit.load(
+                folder,
+                key,
+                members,
+                ctx.device,
+                trust_remote_code=ctx.trust_remote_code,
+            )
         else:
-            unit = RewardUnit.create(policy_path, key, members, ctx.seed)
+            unit = RewardUnit.create(
+                policy_path,
+                key,
+                members,
+                ctx.seed,
+                trust_remote_code=ctx.trust_remote_code,
+            )
             unit.model.to(ctx.device)
         logger.info("training reward model %r on %d pairs", key, len(group))
         entry: dict[str, Any] = {"pairs": len(group)}
