@@ -81,17 +81,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from drirl.config import load_experiment
+    from drirl.distributed import is_main_process, world_size
     from drirl.pipeline import ExperimentRunner, summary_line
     from drirl.plugin_manager import load_plugins
     from drirl.report import results_document, write_report
 
     out = Path(args.out).resolve()
-    _setup_logging(args.verbose, out / "run.log")
+    # In a run with several processes the others log warnings only, and only to stderr,
+    # so that run.log and the console show each message once.
+    main = is_main_process()
+    _setup_logging(args.verbose, out / "run.log" if main else None)
+    if not main:
+        logging.getLogger("drirl").setLevel(logging.WARNING)
     plugins = load_plugins()
     experiment = load_experiment(args.file, plugins)
     logger.info(
         "experiment %s: %d cell(s) into %s", experiment.name, len(experiment.cells), out
     )
+    if world_size() > 1:
+        logger.info("running on %d processes; process 0 writes the run", world_size())
     runner = ExperimentRunner(
         experiment,
         plugins,
@@ -100,6 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
     )
     results = runner.run()
+    if not main:
+        return 0
     document = results_document(experiment.name, str(args.file), results)
     folder = write_report(out, document)
     print()

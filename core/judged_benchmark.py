@@ -27,7 +27,12 @@ from drirl.components import (
 )
 from drirl.dataset import select
 from drirl.errors import DrirlError
-from drirl.lm_eval_runner import generate_with_lm_eval, write_jsonl
+from drirl.lm_eval_runner import (
+    backend_problem,
+    backend_args_problem,
+    generate_with_lm_eval,
+    write_jsonl,
+)
 from drirl.stats import rate_metric
 
 logger = logging.getLogger(__name__)
@@ -52,8 +57,23 @@ class JudgedBenchmarkSettings:
             "help": "evaluate only the first N prompts of each category (all if null)"
         },
     )
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "lm-eval model type: 'hf' (transformers) or 'vllm' (needs vllm)"
+        },
+    )
+    backend_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "further keyword arguments for lm-eval's model class"},
+    )
 
     def __post_init__(self) -> None:
+        problem = backend_problem(self.backend) or backend_args_problem(
+            self.backend_args
+        )
+        if problem is not None:
+            raise ValueError(problem)
         for name in ("max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -189,6 +209,9 @@ class JudgedBenchmark(Benchmark):
             max_new_tokens=self.settings.max_new_tokens,
             batch_size=self.settings.batch_size,
             device=ctx.device,
+            trust_remote_code=ctx.trust_remote_code,
+            backend=self.settings.backend,
+            backend_args=self.settings.backend_args,
         )
         prompts = [record.prompt for record, _ in pairs]
         responses = [response for _, response in pairs]

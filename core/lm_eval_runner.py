@@ -13,11 +13,15 @@ choice scores highest (see ``score_multiple_choice``).
 Nothing is downloaded: the data path is absolute (lm-eval resolves relative paths against
 the working directory), the model is a local folder, and the datasets cache lives in the
 output folder.
+
+The model runs on one of lm-eval's backends: ``hf`` (transformers, fp32, the default) or
+``vllm`` (lm-eval's vLLM model type, which needs the vllm package and a GPU).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -26,12 +30,47 @@ from pathlib import Path
 from typing import Any
 
 from drirl.components import Record
+from drirl.distributed import is_distributed
 from drirl.errors import DrirlError
 
 logger = logging.getLogger(__name__)
 
 # The most recently loaded lm-eval model, reused while the same weights are evaluated.
 _cached_lm: tuple[tuple[Any, ...], Any] | None = None
+
+# lm-eval model types that drirl can run: transformers and vLLM.
+BACKENDS = ("hf", "vllm")
+
+
+def backend_problem(backend: Any, setting: str = "backend") -> str | None:
+    """Return why ``backend`` cannot run here, or None when it can.
+
+    The message starts with ``setting``, the name of the setting that contains the value.
+    """
+    if backend not in BACKENDS:
+        return f"{setting} is {backend!r}; allowed: {', '.join(map(repr, BACKENDS))}"
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        return (
+            f"{setting} is 'vllm', but the vllm package is not installed. Install vllm "
+            "(it needs a GPU) in the same environment, or set "
+            f"{setting} to 'hf' to evaluate with transformers"
+        )
+    return None
+
+
+def backend_args_problem(
+    backend_args: Any, setting: str = "backend_args"
+) -> str | None:
+    """Return why ``backend_args`` is not a mapping of keyword arguments, or None."""
+    if not isinstance(backend_args, dict) or not all(
+        isinstance(key, str) for key in backend_args
+    ):
+        return (
+            f"{setting} is {backend_args!r}; allowed: a mapping of keyword arguments "
+            "for lm-eval's model class (for vllm: tensor_parallel_size, "
+            "gpu_memory_utilization, max_model_len, ...)"
+        )
+    return None
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> Path:
@@ -111,35 +150,99 @@ def _weights_signature(model_path: Path) -> tuple[tuple[str, int, int], ...]:
     )
 
 
-def load_lm(model_path: Path, *, batch_size: int, device: str = "cpu") -> Any:
-    """Return an lm-eval HFLM for a local model folder, reusing the last one when unchanged.
+def load_lm(
+    model_path: Path,
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    backend: str = "hf",
+    backend_args: dict[str, Any] | None = None,
+) -> Any:
+    """Return an lm-eval model for a local model folder, reusing the last one when unchanged.
 
-    Only one model is kept, so evaluating many models in turn does not hold them all in
-    memory.
+    ``backend`` picks lm-eval's ``hf`` model (HFLM) or its ``vllm`` model, and
+    ``backend_args`` passes further keyword arguments to that model class. Only one model
+    is kept, so evaluating many models in turn does not hold them all in memory.
     """
     global _cached_lm
-    from lm_eval.models.huggingface import HFLM
+    problem = backend_problem(backend) or backend_args_problem(backend_args or {})
+    if problem is not None:
+        raise DrirlError(problem)
+    backend_args = dict(backend_args or {})
 
     model_path = Path(model_path).resolve()
     if not (model_path / "config.json").is_file():
         raise DrirlError(
             f"model folder {model_path} has no config.json. Pass a Hugging Face model folder"
         )
-    key = (str(model_path), device, batch_size, _weights_signature(model_path))
+    key = (
+        str(model_path),
+        device,
+        batch_size,
+        trust_remote_code,
+        backend,
+        repr(sorted(backend_args.items())),
+        _weights_signature(model_path),
+    )
     if _cached_lm is not None and _cached_lm[0] == key:
         return _cached_lm[1]
 
     _cached_lm = None
-    logger.info("loading %s for lm-eval on %s", model_path, device)
-    lm = HFLM(
-        pretrained=str(model_path),
-        device=device,
-        dtype="float32",
-        batch_size=batch_size,
-        trust_remote_code=False,
-    )
+    if backend == "vllm":
+        from lm_eval.models.vllm_causallms import VLLM
+
+        logger.info("loading %s for lm-eval with vLLM", model_path)
+        lm = VLLM(
+            pretrained=str(model_path),
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            **backend_args,
+        )
+    else:
+        lm = _load_hflm(
+            model_path, batch_size, device, trust_remote_code, backend_args
+        )
     _cached_lm = (key, lm)
     return lm
+
+
+def _load_hflm(
+    model_path: Path,
+    batch_size: int,
+    device: str,
+    trust_remote_code: bool,
+    backend_args: dict[str, Any],
+) -> Any:
+    from lm_eval.models.huggingface import HFLM
+
+    logger.info("loading %s for lm-eval on %s", model_path, device)
+    if not is_distributed():
+        return HFLM(
+            pretrained=str(model_path),
+            device=device,
+            dtype="float32",
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            **backend_args,
+        )
+    # Given a folder name in a run with several processes, HFLM joins the process group
+    # and splits the requests across the processes. drirl evaluates on the main process
+    # alone, so it passes a loaded model, which HFLM runs in this process only.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
+    model.to(device).eval()
+    return HFLM(
+        pretrained=model,
+        tokenizer=str(model_path),
+        batch_size=batch_size,
+        trust_remote_code=trust_remote_code,
+        **backend_args,
+    )
 
 
 def clear_lm_cache() -> None:
@@ -157,12 +260,18 @@ def generate_with_lm_eval(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     device: str = "cpu",
+    trust_remote_code: bool = False,
+    backend: str = "hf",
+    backend_args: dict[str, Any] | None = None,
 ) -> list[tuple[Record, str]]:
     """Generate one greedy chat response per record through lm-eval, in record order.
 
     The prompts file and the datasets cache are written under ``out_dir``. Responses are
     stripped of surrounding whitespace, as ``drirl.generation.generate_responses`` does.
+    lm-eval cuts a prompt longer than the model's context minus ``max_new_tokens`` from
+    the left, and ``warn_long_prompts`` names those prompts first.
     """
+    from drirl.generation import warn_long_prompts
     from lm_eval.tasks import TaskManager
 
     if not records:
@@ -182,7 +291,21 @@ def generate_with_lm_eval(
         max_new_tokens=max_new_tokens,
         cache_dir=out_dir / "datasets_cache",
     )
-    lm = load_lm(Path(model_path), batch_size=batch_size, device=device)
+    lm = load_lm(
+        Path(model_path),
+        batch_size=batch_size,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        backend=backend,
+        backend_args=backend_args,
+    )
+    warn_long_prompts(
+        lm.tokenizer,
+        [record.prompt for record in records],
+        max_context=lm.max_length,
+        max_new_tokens=max_new_tokens,
+        ids=ids,
+    )
     loaded = TaskManager(include_defaults=False).load([config])
     results = run_loaded_tasks(lm, loaded, apply_chat_template=True)
     return _pair_responses(task_name, records, results["samples"][task_name])
@@ -292,6 +415,9 @@ def score_multiple_choice(
     batch_size: int = 16,
     device: str = "cpu",
     limit: int | None = None,
+    trust_remote_code: bool = False,
+    backend: str = "hf",
+    backend_args: dict[str, Any] | None = None,
 ) -> list[ChoiceScore]:
     """Score every question of ``data_file`` by log-likelihood, in file order.
 
@@ -304,7 +430,14 @@ def score_multiple_choice(
     config = build_choice_task_config(
         task_name, Path(data_file).resolve(), cache_dir=out_dir / "datasets_cache"
     )
-    lm = load_lm(Path(model_path), batch_size=batch_size, device=device)
+    lm = load_lm(
+        Path(model_path),
+        batch_size=batch_size,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        backend=backend,
+        backend_args=backend_args,
+    )
     loaded = TaskManager(include_defaults=False).load([config])
     results = run_loaded_tasks(lm, loaded, apply_chat_template=False, limit=limit)
     samples = sorted(results["samples"][task_name], key=lambda s: int(s["doc_id"]))

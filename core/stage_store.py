@@ -4,6 +4,11 @@ Each stage writes into ``<run>/stages/<stage>/<key>/``. The folder is built unde
 temporary name and renamed into place only when the stage has finished, so a folder that
 exists is complete. An interrupted run therefore redoes only the unfinished stage, and cells
 with the same inputs (one reward model for several optimizers) share the output.
+
+In a run with several processes (see ``drirl.distributed``) every process calls ``run``
+for the same stages in the same order. A stage runs on the main process alone while the
+others wait, or, when ``collective`` is set (training), on every process with one shared
+temporary folder. Only the main process writes the stage record and renames the folder.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from drirl.atomic import atomic_folder, to_jsonable, write_json_atomic
+from drirl.distributed import (
+    broadcast_from_main,
+    is_distributed,
+    is_main_process,
+    shared_atomic_folder,
+)
+from drirl.errors import DrirlError
 
 logger = logging.getLogger(__name__)
 
@@ -49,32 +61,108 @@ class StageStore:
         stage: str,
         inputs: dict[str, Any],
         work: Callable[[Path], dict[str, Any] | None],
+        *,
+        collective: bool = False,
     ) -> tuple[Path, bool]:
         """Run ``work(tmp_dir)`` unless the output exists; return (folder, reused).
 
         ``work`` writes everything into the folder it is given and may return a summary
-        that is stored in ``stage.json`` beside the inputs.
+        that is stored in ``stage.json`` beside the inputs. In a run with several
+        processes, ``work`` runs on the main process only, unless ``collective`` is set:
+        then every process calls it with the same folder, and the summary of the main
+        process is stored. Every process returns once the finished folder is in place.
         """
         key = stage_key(inputs)
         final = self.path(stage, key)
-        if self.is_done(stage, key):
+        # The main process decides for all, so that no process skips a stage that the
+        # main process is about to run and then misses its barriers.
+        if broadcast_from_main(self.is_done(stage, key)):
             logger.info("stage %s %s: reusing %s", stage, key, final)
             return final, True
-        if final.parent.is_dir():
-            for stale in final.parent.glob(f"{key}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        started = time.monotonic()
-        with atomic_folder(final) as tmp:
-            summary = work(tmp)
-            record = {
-                "stage": stage,
-                "key": key,
-                "inputs": inputs,
-                "summary": summary,
-                "seconds": round(time.monotonic() - started, 1),
-            }
-            write_json_atomic(tmp / DONE_FILE, record)
+        if collective:
+            self._run_collective(stage, key, inputs, work)
+        elif not is_distributed():
+            self._run_here(stage, key, inputs, work)
+        else:
+            self._run_on_main(stage, key, inputs, work)
         return final, False
+
+    def _remove_stale(self, stage: str, key: str) -> None:
+        folder = self.root / stage
+        if folder.is_dir():
+            for stale in folder.glob(f"{key}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _record(
+        self,
+        stage: str,
+        key: str,
+        inputs: dict[str, Any],
+        summary: dict[str, Any] | None,
+        started: float,
+    ) -> dict[str, Any]:
+        return {
+            "stage": stage,
+            "key": key,
+            "inputs": inputs,
+            "summary": summary,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+
+    def _run_here(
+        self,
+        stage: str,
+        key: str,
+        inputs: dict[str, Any],
+        work: Callable[[Path], dict[str, Any] | None],
+    ) -> None:
+        self._remove_stale(stage, key)
+        started = time.monotonic()
+        with atomic_folder(self.path(stage, key)) as tmp:
+            summary = work(tmp)
+            record = self._record(stage, key, inputs, summary, started)
+            write_json_atomic(tmp / DONE_FILE, record)
+
+    def _run_on_main(
+        self,
+        stage: str,
+        key: str,
+        inputs: dict[str, Any],
+        work: Callable[[Path], dict[str, Any] | None],
+    ) -> None:
+        # The main process sends None when the stage finished, or else the error, so
+        # the waiting processes stop with it instead of reading a missing folder.
+        if is_main_process():
+            try:
+                self._run_here(stage, key, inputs, work)
+            except BaseException as exc:
+                broadcast_from_main(f"{type(exc).__name__}: {exc}")
+                raise
+            broadcast_from_main(None)
+            return
+        failure = broadcast_from_main(None)
+        if failure is not None:
+            raise DrirlError(
+                f"stage {stage} {key} failed on the main process ({failure}). Its log "
+                "shows the details, and rerunning the same command resumes the run"
+            )
+
+    def _run_collective(
+        self,
+        stage: str,
+        key: str,
+        inputs: dict[str, Any],
+        work: Callable[[Path], dict[str, Any] | None],
+    ) -> None:
+        main = is_main_process()
+        if main:
+            self._remove_stale(stage, key)
+        started = time.monotonic()
+        with shared_atomic_folder(self.path(stage, key)) as tmp:
+            summary = work(tmp)
+            if main:
+                record = self._record(stage, key, inputs, summary, started)
+                write_json_atomic(tmp / DONE_FILE, record)
 
     def seconds(self, folder: Path) -> float:
         """Return how long the finished stage in ``folder`` took when it ran."""

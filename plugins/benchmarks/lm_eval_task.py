@@ -23,6 +23,8 @@ from drirl.components import Benchmark, Judge, Metric, Record, RunContext
 from drirl.errors import DrirlError
 from drirl.hookspecs import Register
 from drirl.lm_eval_runner import (
+    backend_problem,
+    backend_args_problem,
     default_task_manager,
     load_lm,
     run_loaded_tasks,
@@ -57,8 +59,26 @@ class LmEvalTaskSettings:
         default=False,
         metadata={"help": "wrap prompts in the model's chat template"},
     )
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "lm-eval model type: 'hf' (transformers) or 'vllm' (needs vllm)"
+        },
+    )
+    backend_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "further keyword arguments for lm-eval's model class, such as "
+            "tensor_parallel_size or gpu_memory_utilization for vllm"
+        },
+    )
 
     def __post_init__(self) -> None:
+        problem = backend_problem(self.backend) or backend_args_problem(
+            self.backend_args
+        )
+        if problem is not None:
+            raise ValueError(problem)
         if not isinstance(self.task, str) or not self.task.strip():
             raise ValueError(
                 f"task must name an lm-eval task such as 'gsm8k', got {self.task!r}"
@@ -176,7 +196,12 @@ class LmEvalTask(Benchmark):
             for task in loaded["tasks"].values():
                 task.set_config(key="num_fewshot", value=settings.num_fewshot)
         lm = load_lm(
-            Path(model_path), batch_size=settings.batch_size, device=ctx.device
+            Path(model_path),
+            batch_size=settings.batch_size,
+            device=ctx.device,
+            trust_remote_code=ctx.trust_remote_code,
+            backend=settings.backend,
+            backend_args=settings.backend_args,
         )
         logger.info(
             "%s: running lm-eval task %s on %s", self.name, settings.task, model_path

@@ -14,6 +14,7 @@ from trl import DPOConfig, DPOTrainer
 
 from drirl.atomic import write_json_atomic, write_text_atomic
 from drirl.components import DifficultyScaler, Record, RunContext, TrainResult
+from drirl.distributed import is_main_process, main_process_first
 from drirl.errors import DrirlError
 from drirl.generation import load_tokenizer
 from drirl.pairs import (
@@ -82,22 +83,25 @@ def preference_pairs(
     """Sample the policy once per harmful train prompt and build the preference pairs.
 
     The greedy samples are cached in ``out_dir``, and the pairs are saved there as JSONL.
+    With several processes the main process samples, and the others read its cache.
     """
     train = train_split(records, "dpo")
-    samples = load_or_generate_samples(
-        policy_path,
-        train,
-        out_dir / SAMPLES_FILE,
-        max_new_tokens=settings.max_completion_length,
-        ctx=ctx,
-    )
+    with main_process_first():
+        samples = load_or_generate_samples(
+            policy_path,
+            train,
+            out_dir / SAMPLES_FILE,
+            max_new_tokens=settings.max_completion_length,
+            ctx=ctx,
+        )
     pairs = build_pairs(train, samples)
     if not pairs:
         raise DrirlError("the train records produced no preference pairs")
     text = "".join(
         json.dumps(row, ensure_ascii=False) + "\n" for row in pairs_to_rows(pairs)
     )
-    write_text_atomic(out_dir / PAIRS_FILE, text)
+    if is_main_process():
+        write_text_atomic(out_dir / PAIRS_FILE, text)
     return pairs
 
 
@@ -110,9 +114,13 @@ def build_dpo_trainer(
     ctx: RunContext,
 ) -> DPOTrainer:
     """Load the policy and tokenizer and return a DPOTrainer, or a ScaledDPOTrainer with a scaler."""
-    tokenizer = load_tokenizer(policy_path, padding_side="right")
+    tokenizer = load_tokenizer(
+        policy_path, padding_side="right", trust_remote_code=ctx.trust_remote_code
+    )
     dataset = build_preference_dataset(pairs, tokenizer, settings)
-    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        policy_path, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code
+    )
     kwargs: dict[str, Any] = {
         "model": model,
         "args": build_dpo_config(settings, out_dir, ctx),
@@ -161,6 +169,7 @@ def run_dpo(
     model_path = out_dir / MODEL_DIR
     save_model_atomic(trainer, trainer.processing_class, model_path)
     log_history = list(trainer.state.log_history)
-    write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
+    if is_main_process():
+        write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
     logger.info("saved the trained model to %s", model_path)
     return TrainResult(model_path=model_path, log_history=log_history)
