@@ -47,9 +47,10 @@ def render(results: dict) -> str:
         "",
         "Written by `make benchmark` (pytest-benchmark); times in milliseconds.",
         "Each suite's docstring in benchmarks/ says what it measures and its target.",
-        "In `test_grpo_step_time` a round is a whole one-step training (model load and save",
-        "included); `median_step_s` is the median of TRL's logged step times over the rounds,",
-        "and `ratio_to_grpo` divides GRPO-S's by GRPO's.",
+        "In `test_grpo_step_time` a round trains GRPO and GRPO-S for one step each (model load",
+        "and save included, order alternating); `median_step_s_*` are medians of TRL's logged",
+        "step times, and `ratio_to_grpo` is the median over rounds of GRPO-S's step time",
+        "divided by GRPO's in the same round.",
         "",
         f"- Recorded: {results.get('datetime', 'unknown')}",
         f"- Machine: {machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, "
