@@ -19,10 +19,12 @@ from drirl.cells import CellConfig
 from drirl.components import JudgeRun, Metric, Record, RunContext
 from drirl.config import Experiment
 from drirl.dataset import balance, select
+from drirl.distributed import barrier, is_main_process, main_process_first
 from drirl.embedded import CONVERSION_VERSION, EMBEDDED_POLICY, resolve_model
 from drirl.judging import GuardedJudge, public_settings
 from drirl.plugin_manager import Plugins
 from drirl.stage_store import DONE_FILE, StageStore, stage_key
+from drirl.training_curves import curve_summary
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +100,16 @@ class ExperimentRunner:
         """Run every cell in order and return their results."""
         # Only the folders drirl writes are swept, because --out may name a folder that
         # contains other files too.
+        # With several processes only the main process sweeps, before any stage starts.
+        swept = ("stages", "cells", "report") if is_main_process() else ()
         removed = [
             path
-            for folder in ("stages", "cells", "report")
+            for folder in swept
             for path in remove_stale_temporaries(
                 self.run_dir / folder, finished_marker=DONE_FILE
             )
         ]
+        barrier()
         if removed:
             logger.info(
                 "removed %d temporary file(s) left by an interrupted run, such as %s",
@@ -117,7 +122,8 @@ class ExperimentRunner:
             logger.info("cell %d/%d %s: starting", index, total, cell.id)
             result = self.run_cell(cell)
             results.append(result)
-            write_json_atomic(self.run_dir / "cells" / f"{cell.id}.json", result)
+            if is_main_process():
+                write_json_atomic(self.run_dir / "cells" / f"{cell.id}.json", result)
             logger.info(
                 "cell %d/%d %s: %s", index, total, cell.id, summary_line(result)
             )
@@ -126,9 +132,15 @@ class ExperimentRunner:
     def run_cell(self, cell: CellConfig) -> CellResult:
         """Run one cell's stages, reusing any stage output that already exists."""
         ctx = RunContext(
-            seed=cell.seed, cache_dir=self.cache_dir, show_progress=self.show_progress
+            seed=cell.seed,
+            device=default_device(),
+            cache_dir=self.cache_dir,
+            show_progress=self.show_progress,
+            trust_remote_code=cell.trust_remote_code,
         )
-        policy = resolve_model(cell.model, self.cache_dir)
+        # The main process converts the embedded model once; the others then reuse it.
+        with main_process_first():
+            policy = resolve_model(cell.model, self.cache_dir)
         policy_id = _model_identity(cell.model, policy)
         train, evaluation = cell_records(cell, self.plugins)
         stages: dict[str, str] = {}
@@ -142,6 +154,11 @@ class ExperimentRunner:
             )
             reward_metrics = self._evaluate_reward(
                 cell, ctx, policy, evaluation, stages
+            )
+        elif cell.warm_start is not None:
+            # No optimizer after the warm start: the cell evaluates the warm start itself.
+            model_path, model_id = self._warm_start(
+                cell, ctx, policy, policy_id, train, _records_digest(train), stages
             )
         judge_reports: dict[str, Any] = {}
         metrics = self._evaluate(
@@ -200,6 +217,13 @@ class ExperimentRunner:
                 "%s: reward models %s", cell.id, "reused" if reused else "trained"
             )
 
+        # The reward stage above learns from the untrained model; the optimizer starts
+        # from the warm-started one.
+        if cell.warm_start is not None:
+            policy, policy_id = self._warm_start(
+                cell, ctx, policy, policy_id, train, data_digest, stages
+            )
+
         optimize_inputs = {
             "optimizer": cell.optimizer,
             "training": cell.training,
@@ -225,10 +249,13 @@ class ExperimentRunner:
                 weights=cell.scaler_weights,
             )
             result = optimizer.train(Path(policy), train, scorer, scaler, tmp, ctx)
-            write_json_atomic(tmp / "log_history.json", result.log_history)
+            if is_main_process():
+                write_json_atomic(tmp / "log_history.json", result.log_history)
             return {"steps": len(result.log_history)}
 
-        optimize_dir, reused = self.store.run("optimize", optimize_inputs, optimize)
+        optimize_dir, reused = self.store.run(
+            "optimize", optimize_inputs, optimize, collective=True
+        )
         stages["optimize"] = str(optimize_dir.relative_to(self.run_dir))
         logger.info("%s: policy %s", cell.id, "reused" if reused else "trained")
         history = _read_history(optimize_dir / "log_history.json")
@@ -237,6 +264,46 @@ class ExperimentRunner:
             stage_key(optimize_inputs),
             training_summary(history),
         )
+
+    def _warm_start(
+        self,
+        cell: CellConfig,
+        ctx: RunContext,
+        policy: Path | str,
+        policy_id: str,
+        train: list[Record],
+        data_digest: str,
+        stages: dict[str, str],
+    ) -> tuple[Path, str]:
+        """Run the cell's warm start (its own stage); return the model and its identity."""
+        warm = cell.warm_start
+        assert warm is not None
+        optimizer = self.plugins.get("optimizer", warm.optimizer)(warm.settings)
+        inputs = {
+            "optimizer": warm.optimizer,
+            "training": warm.settings,
+            "policy": policy_id,
+            "data": data_digest,
+            "seed": cell.seed,
+        }
+
+        def train_warm(tmp: Path) -> dict[str, Any]:
+            result = optimizer.train(Path(policy), train, None, None, tmp, ctx)
+            if is_main_process():
+                write_json_atomic(tmp / "log_history.json", result.log_history)
+            return {"steps": len(result.log_history)}
+
+        folder, reused = self.store.run(
+            "warm_start", inputs, train_warm, collective=True
+        )
+        stages["warm_start"] = str(folder.relative_to(self.run_dir))
+        logger.info(
+            "%s: warm start (%s) %s",
+            cell.id,
+            warm.optimizer,
+            "reused" if reused else "trained",
+        )
+        return folder / "model", f"warm_start-{stage_key(inputs)}"
 
     def _evaluate_reward(
         self,
@@ -318,6 +385,16 @@ class ExperimentRunner:
         return metrics
 
 
+def default_device() -> str:
+    """Return "cuda" when torch sees a GPU, else "cpu".
+
+    NOTE: the GPU path has not been run on this project's CPU-only test machine.
+    """
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def read_metrics(path: Path) -> dict[str, Metric]:
     """Read a metrics.json written by the evaluate stage."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -348,6 +425,9 @@ def training_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     if alpha:
         summary["alpha_mean"] = sum(alpha) / len(alpha)
+    curves = curve_summary(history)
+    if curves:
+        summary["curves"] = curves
     return summary
 
 

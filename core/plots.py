@@ -41,7 +41,12 @@ CURVES = (
         "groups with zero reward spread",
         ("frac_groups_zero_spread", "frac_reward_zero_std"),
     ),
+    # The refusal monitors of grpo and grpo_s (plugins/optimizers/grpo_monitors.py).
+    ("sampled harmful completions refused", ("rewards/refusal_harmful/mean",)),
+    ("sampled benign completions answered", ("rewards/answer_benign/mean",)),
 )
+# Panels per row of the training-curve figure.
+PANELS_PER_ROW = 3
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -158,16 +163,25 @@ def training_curves_plot(
     ]
     if not panels:
         return None
+    columns = min(PANELS_PER_ROW, len(panels))
+    rows_of_panels = -(-len(panels) // columns)
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False
+        rows_of_panels,
+        columns,
+        figsize=(4.2 * columns, 3.4 * rows_of_panels),
+        squeeze=False,
     )
+    flat_axes = list(axes.flat)
+    for unused in flat_axes[len(panels) :]:
+        unused.set_visible(False)
     colours = {cell_id: f"C{i}" for i, cell_id in enumerate(histories)}
-    for axis, (title, keys) in zip(axes[0], panels):
+    for axis, (title, keys) in zip(flat_axes, panels):
         for cell_id, rows in histories.items():
             key = next((k for k in keys if any(k in row for row in rows)), None)
             if key is None:
                 continue
-            logged = [row for row in rows if key in row]
+            # A monitor logs None (JSON null) for a step without prompts of its kind.
+            logged = [row for row in rows if row.get(key) is not None]
             steps = [row["step"] for row in logged]
             axis.plot(
                 steps,

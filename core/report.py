@@ -16,6 +16,7 @@ from typing import Any
 from drirl.atomic import write_json_atomic, write_text_atomic
 from drirl.errors import DrirlError
 from drirl.plots import write_plots
+from drirl.training_curves import curves_section
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def markdown_report(document: dict[str, Any]) -> str:
             if not name.startswith(shown) and not name.startswith(REWARD_MODEL_METRICS)
         }
     )
+    parts += curves_section(cells)
     parts += reward_model_section(cells)
     if other:
         parts += ["", "## Other metrics", "", _table(cells, other, other)]
@@ -214,6 +216,7 @@ def markdown_report(document: dict[str, Any]) -> str:
         extra = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in training.items()
+            if k != "curves"  # shown in their own section
         )
         parts.append(
             f"- `{cell['id']}`: {settings}; {cell['seconds']:.0f}s"

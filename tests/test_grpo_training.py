@@ -19,6 +19,11 @@ from drirl.plugins.optimizers.grpo_data import (
     build_train_dataset,
     make_reward_function,
 )
+from drirl.plugins.optimizers.grpo_monitors import (
+    BENIGN_ANSWER_KEY,
+    HARMFUL_REFUSAL_KEY,
+    refusal_monitors,
+)
 from drirl.plugins.optimizers.grpo_run import LOG_HISTORY_FILE, build_config
 from drirl.plugins.optimizers.grpo_s import GRPOS
 from drirl.plugins.optimizers.grpo_trainer import ZERO_SPREAD_METRIC, ScaledGRPOTrainer
@@ -130,6 +135,22 @@ def test_grpo_s_logs_alpha(grpo_s_result):
     assert ZERO_SPREAD_METRIC in steps[0]
 
 
+def test_grpo_logs_refusal_curves(grpo_result):
+    steps = [entry for entry in grpo_result.log_history if "loss" in entry]
+    for key in (HARMFUL_REFUSAL_KEY, BENIGN_ANSWER_KEY):
+        assert all(key in entry for entry in steps), key
+        # A step whose prompts are all of the other kind logs no value (None).
+        values = [entry[key] for entry in steps if entry[key] is not None]
+        assert all(0.0 <= value <= 1.0 for value in values), (key, values)
+    logged = [
+        entry[key]
+        for entry in steps
+        for key in (HARMFUL_REFUSAL_KEY, BENIGN_ANSWER_KEY)
+        if entry[key] is not None
+    ]
+    assert logged
+
+
 def test_grpo_s_writes_log_history(grpo_s_result):
     path = Path(grpo_s_result.model_path).parent / LOG_HISTORY_FILE
     assert json.loads(path.read_text()) == grpo_s_result.log_history
@@ -159,7 +180,10 @@ def test_trainer_advantages_scaled(embedded_policy, records, ctx, tmp_path):
             model=AutoModelForCausalLM.from_pretrained(
                 embedded_policy, dtype=torch.float32
             ),
-            reward_funcs=[make_reward_function(WordVarietyScorer())],
+            reward_funcs=[
+                make_reward_function(WordVarietyScorer()),
+                *refusal_monitors(),
+            ],
             args=build_config(settings, tmp_path / name, ctx),
             train_dataset=dataset,
             processing_class=tokenizer,

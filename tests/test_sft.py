@@ -13,7 +13,13 @@ from drirl.components import OptimizerSettings, RunContext
 from drirl.config import load_experiment
 from drirl.errors import ConfigError
 from drirl.generation import chat_text
-from drirl.plugins.optimizers.sft import SFT, SFTSettings, build_sft_trainer
+from drirl.plugins.optimizers.sft import (
+    SFT,
+    SFTSettings,
+    balanced_by_kind,
+    build_sft_dataset,
+    build_sft_trainer,
+)
 from drirl.plugins.scalers.clip import ClipScaler
 
 CTX = RunContext(show_progress=False)
@@ -85,6 +91,27 @@ def test_sft_trains_both_kinds(trainer, records):
 
 
 # Settings: shared fields and fields that belong to other optimizers.
+
+
+def test_balanced_by_kind_repeats_rarer_kind(plugins):
+    harmful = insult_train(plugins, "harmful", 5)
+    benign = insult_train(plugins, "benign", 2)
+    balanced = balanced_by_kind(harmful + benign)
+    ids = [record.id for record in balanced]
+    # The originals keep their order; the benign ones repeat in turn to reach five.
+    assert ids[:7] == [record.id for record in harmful + benign]
+    assert ids[7:] == [benign[0].id, benign[1].id, benign[0].id]
+
+
+def test_sft_dataset_balances_kinds(plugins, trainer):
+    records = insult_train(plugins, "harmful", 4) + insult_train(plugins, "benign", 1)
+    tokenizer = trainer.processing_class
+    balanced = build_sft_dataset(records, tokenizer, SFTSettings())
+    unbalanced = build_sft_dataset(records, tokenizer, SFTSettings(balance_kinds=False))
+    assert len(unbalanced) == 5
+    assert len(balanced) == 8
+    benign_prompt = records[-1].prompt
+    assert sum(row["prompt"][-1]["content"] == benign_prompt for row in balanced) == 4
 
 
 def test_sft_shares_optimizer_fields():

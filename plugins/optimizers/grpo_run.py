@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from drirl.atomic import atomic_folder, write_json_atomic
+from drirl.atomic import write_json_atomic
 from drirl.components import (
     DifficultyScaler,
     Record,
@@ -20,6 +20,7 @@ from drirl.components import (
     RunContext,
     TrainResult,
 )
+from drirl.distributed import is_main_process, shared_atomic_folder
 from drirl.errors import ConfigError, DrirlError
 from drirl.generation import load_tokenizer
 from drirl.plugins.optimizers.grpo_data import (
@@ -27,6 +28,7 @@ from drirl.plugins.optimizers.grpo_data import (
     build_train_dataset,
     make_reward_function,
 )
+from drirl.plugins.optimizers.grpo_monitors import MONITOR_NAMES, refusal_monitors
 from drirl.plugins.optimizers.grpo_trainer import ScaledGRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ MANAGED_FIELDS = (
     "logging_steps",
     "seed",
     "disable_tqdm",
+    "reward_weights",
 )
 
 
@@ -88,15 +91,21 @@ def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPO
         "logging_steps": settings.logging_steps,
         "seed": ctx.seed,
         "disable_tqdm": not ctx.show_progress,
+        "reward_weights": [1.0] + [0.0] * len(MONITOR_NAMES),
     }
     return GRPOConfig(**values)
 
 
 def _save_model_atomic(trainer: GRPOTrainer, tokenizer: Any, model_path: Path) -> None:
-    """Save weights (safetensors) and tokenizer to a temporary folder, then rename it."""
-    with atomic_folder(model_path) as tmp:
+    """Save weights (safetensors) and tokenizer to a temporary folder, then rename it.
+
+    Every process calls ``save_model``, which writes on the main process only and gathers
+    sharded weights under DeepSpeed ZeRO-3 or FSDP.
+    """
+    with shared_atomic_folder(model_path) as tmp:
         trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        if is_main_process():
+            tokenizer.save_pretrained(str(tmp))
 
 
 def run_grpo(
@@ -121,16 +130,24 @@ def run_grpo(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(ctx.seed)
 
-    tokenizer = load_tokenizer(policy_path, padding_side="left")
+    tokenizer = load_tokenizer(
+        policy_path, padding_side="left", trust_remote_code=ctx.trust_remote_code
+    )
     dataset = build_train_dataset(
         records, tokenizer, settings.max_prompt_length, ctx.seed
     )
-    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        policy_path, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     config = build_config(settings, out_dir, ctx)
     kwargs: dict[str, Any] = {
         "model": model,
-        "reward_funcs": [make_reward_function(scorer, settings.nonfinite_rewards)],
+        # The monitors only log refusal curves; their weight 0 leaves rewards unchanged.
+        "reward_funcs": [
+            make_reward_function(scorer, settings.nonfinite_rewards),
+            *refusal_monitors(),
+        ],
         "args": config,
         "train_dataset": dataset,
         "processing_class": tokenizer,
@@ -155,6 +172,7 @@ def run_grpo(
     model_path = out_dir / MODEL_DIR
     _save_model_atomic(trainer, tokenizer, model_path)
     log_history = list(trainer.state.log_history)
-    write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
+    if is_main_process():
+        write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
     logger.info("saved the trained model to %s", model_path)
     return TrainResult(model_path=model_path, log_history=log_history)

@@ -30,6 +30,7 @@ from drirl.components import (
     RunContext,
     TrainResult,
 )
+from drirl.distributed import is_main_process
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, load_tokenizer
 from drirl.hookspecs import Register
@@ -70,8 +71,11 @@ class SFTSettings:
     have the same defaults as ``OptimizerSettings``. It has no ``beta``, because
     supervised fine-tuning has no reference-model term, so a ``beta`` in the experiment
     file is rejected. ``batch_size`` counts conversations per step. Conversations longer
-    than ``max_prompt_length + max_completion_length`` tokens are left out. ``trl_args``
-    passes further SFTConfig fields through unchanged.
+    than ``max_prompt_length + max_completion_length`` tokens are left out. With
+    ``balance_kinds`` the conversations of the rarer kind (harmful or benign) are repeated
+    until both kinds are equally many; the data has two harmful prompts per benign one, and
+    without it the model learns to refuse benign look-alikes too. ``trl_args`` passes
+    further SFTConfig fields through unchanged.
     """
 
     learning_rate: float = 1e-5
@@ -80,6 +84,7 @@ class SFTSettings:
     max_prompt_length: int = 256
     max_completion_length: int = 64
     logging_steps: int = 1
+    balance_kinds: bool = True
     trl_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,7 +101,7 @@ def build_sft_dataset(
     Records with an empty demonstration are left out, and so are conversations over the
     token budget (both with a warning).
     """
-    rows: dict[str, list[Any]] = {"prompt": [], "completion": [], "category": []}
+    kept: list[Record] = []
     empty: list[str] = []
     too_long: list[str] = []
     for record in train_split(records, "sft"):
@@ -112,11 +117,7 @@ def build_sft_dataset(
         ):
             too_long.append(record.id)
             continue
-        rows["prompt"].append(chat_messages(record.prompt))
-        rows["completion"].append(
-            [{"role": "assistant", "content": record.demonstration}]
-        )
-        rows["category"].append(record.category)
+        kept.append(record)
     if empty:
         logger.warning(
             "left out %d train records without a demonstration: %s",
@@ -124,12 +125,38 @@ def build_sft_dataset(
             ", ".join(empty[:10]),
         )
     warn_left_out(too_long, settings, "conversations")
-    if not rows["prompt"]:
+    if not kept:
         raise DrirlError(
             "no train record has a demonstration that fits max_prompt_length + "
             "max_completion_length tokens; raise these settings or add demonstrations"
         )
-    return Dataset.from_dict(rows)
+    if settings.balance_kinds:
+        kept = balanced_by_kind(kept)
+    return Dataset.from_dict(
+        {
+            "prompt": [chat_messages(record.prompt) for record in kept],
+            "completion": [
+                [{"role": "assistant", "content": record.demonstration}]
+                for record in kept
+            ],
+            "category": [record.category for record in kept],
+        }
+    )
+
+
+def balanced_by_kind(records: Sequence[Record]) -> list[Record]:
+    """Repeat each kind's records in turn until every kind has as many as the largest.
+
+    The records keep their order; the repeats follow them. A single kind is returned as it is.
+    """
+    by_kind: dict[str, list[Record]] = {}
+    for record in records:
+        by_kind.setdefault(record.kind, []).append(record)
+    largest = max(len(group) for group in by_kind.values())
+    balanced = list(records)
+    for group in by_kind.values():
+        balanced.extend(group[i % len(group)] for i in range(largest - len(group)))
+    return balanced
 
 
 def build_sft_config(
@@ -160,9 +187,13 @@ def build_sft_trainer(
     ctx: RunContext,
 ) -> SFTTrainer:
     """Load the policy and tokenizer and return a ready SFTTrainer."""
-    tokenizer = load_tokenizer(policy_path, padding_side="right")
+    tokenizer = load_tokenizer(
+        policy_path, padding_side="right", trust_remote_code=ctx.trust_remote_code
+    )
     dataset = build_sft_dataset(records, tokenizer, settings)
-    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        policy_path, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code
+    )
     trainer = SFTTrainer(
         model=model,
         args=build_sft_config(settings, out_dir, ctx),
@@ -213,7 +244,8 @@ class SFT(Optimizer):
         model_path = out_dir / MODEL_DIR
         save_model_atomic(trainer, trainer.processing_class, model_path)
         log_history = list(trainer.state.log_history)
-        write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
+        if is_main_process():
+            write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
         logger.info("saved the fine-tuned model to %s", model_path)
         return TrainResult(model_path=model_path, log_history=log_history)
 
