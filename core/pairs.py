@@ -6,7 +6,12 @@ Two kinds of pair come out of a harm category's train split:
   an uncensored base model usually complies with the request;
 - benign look-alike prompt: chosen = its helpful demonstration, rejected = a refusal taken
   from a harmful demonstration of the same category, so refusing a benign request ranks below
-  answering it.
+  answering it;
+- with ``answer_negatives``, also harmful prompt: chosen = its safe demonstration, rejected =
+  the helpful answer of a benign look-alike of the same category. Both responses are written
+  by the project, so only refusing tells them apart. Without these pairs a reward model can
+  separate the first kind by who wrote the response (the project or the base model), and a
+  policy trained against it learns to comply in the project's style.
 
 Base-model samples are drawn once and cached in a JSONL file, so a rerun reuses them.
 Pairs can also come from a file (``load_pairs_file``) with prompt, chosen, rejected and
@@ -33,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 HARMFUL_PAIR = "harmful_vs_sample"
 BENIGN_PAIR = "benign_vs_refusal"
+ANSWER_PAIR = "harmful_vs_answer"
 FILE_PAIR = "pairs_file"
 PAIR_FILE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -67,19 +73,28 @@ def refusal_line(demonstration: str) -> str:
 
 
 def build_pairs(
-    records: Sequence[Record], samples: Mapping[str, str], split: str = "train"
+    records: Sequence[Record],
+    samples: Mapping[str, str],
+    split: str = "train",
+    answer_negatives: bool = False,
 ) -> list[PreferencePair]:
     """Build the preference pairs of the ``split`` split of ``records``.
 
     ``samples`` maps the id of each harmful record of the split to its model sample. The
     benign record at position i of its category is paired with the refusal of harmful
     record i mod H of the same category and split (H such records), so the choice is
-    deterministic and spreads over the category's refusals.
+    deterministic and spreads over the category's refusals. With ``answer_negatives`` the
+    harmful record at position i is paired with the answer of benign record i mod B as
+    well, in the same way.
     """
     train = select(records, split=split)
     harmful_by_category: dict[str, list[Record]] = {}
     for record in select(train, kind="harmful"):
         harmful_by_category.setdefault(record.category, []).append(record)
+    benign_by_category: dict[str, list[Record]] = {}
+    for record in select(train, kind="benign"):
+        benign_by_category.setdefault(record.category, []).append(record)
+    harmful_seen: dict[str, int] = {}
 
     pairs: list[PreferencePair] = []
     benign_seen: dict[str, int] = {}
@@ -93,6 +108,20 @@ def build_pairs(
                 )
             rejected = samples[record.id]
             source = HARMFUL_PAIR
+            answers = benign_by_category.get(record.category, [])
+            if answer_negatives and answers:
+                position = harmful_seen.get(record.category, 0)
+                harmful_seen[record.category] = position + 1
+                pairs.append(
+                    PreferencePair(
+                        record_id=record.id,
+                        category=record.category,
+                        source=ANSWER_PAIR,
+                        prompt=record.prompt,
+                        chosen=record.demonstration,
+                        rejected=answers[position % len(answers)].demonstration,
+                    )
+                )
         else:
             refusals = harmful_by_category.get(record.category, [])
             if not refusals:

@@ -147,9 +147,15 @@ def reward_model_section(cells: list[dict[str, Any]]) -> list[str]:
     if not trained:
         return []
     kinds = ("harmful", "benign")
-    categories = [c for c in _categories(trained, "reward_accuracy") if c not in kinds]
+    answer = "harmful_vs_answer"
+    categories = [
+        c for c in _categories(trained, "reward_accuracy") if c not in (*kinds, answer)
+    ]
     columns = [f"reward_accuracy/{c}" for c in (*categories, *kinds, "all")]
     header = [*categories, "harmful pairs", "benign pairs", "all pairs"]
+    if any(f"reward_accuracy/{answer}" in cell["metrics"] for cell in trained):
+        columns.append(f"reward_accuracy/{answer}")
+        header.append("refusal vs answer")
     if any("routing_accuracy" in cell["metrics"] for cell in trained):
         columns.append("routing_accuracy")
         header.append("routing")
@@ -158,8 +164,11 @@ def reward_model_section(cells: list[dict[str, Any]]) -> list[str]:
         "## Reward models: pairwise accuracy on held-out pairs",
         "",
         "Eval-split pairs: each harmful prompt's demonstration against a base-model "
-        "sample, and each benign prompt's compliant answer against a refusal. Routing is "
-        "the nearest-centroid router's accuracy on the eval prompts.",
+        "sample, and each benign prompt's compliant answer against a refusal. "
+        "\"Refusal vs answer\" puts each harmful prompt's demonstration against a benign "
+        "look-alike's answer, both written by the project: a model that fails these "
+        "pairs rewards the writing style rather than the refusal. Routing is the "
+        "nearest-centroid router's accuracy on the eval prompts.",
         "",
         _table(trained, columns, header),
     ]

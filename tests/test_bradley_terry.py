@@ -13,6 +13,7 @@ from drirl.components import Record, RunContext
 from drirl.embedded import embedded_policy_path
 from drirl.errors import DatasetError, DrirlError
 from drirl.pairs import (
+    ANSWER_PAIR,
     BENIGN_PAIR,
     HARMFUL_PAIR,
     build_pairs,
@@ -185,6 +186,23 @@ def test_pairs_count():
     assert len(pairs) == 12
     assert sum(p.source == HARMFUL_PAIR for p in pairs) == 8
     assert sum(p.source == BENIGN_PAIR for p in pairs) == 4
+
+
+def test_answer_negatives_add_one_pair_per_harmful_record():
+    records = make_records()
+    pairs = build_pairs(records, fake_samples(records), answer_negatives=True)
+    answers = [p for p in pairs if p.source == ANSWER_PAIR]
+    assert len(answers) == 8
+    insult = [p for p in answers if p.category == "insult"]
+    # Harmful record i gets the answer of benign record i mod 2 of its category.
+    assert [p.rejected for p in insult] == [BENIGN["insult"][i % 2][1] for i in range(4)]
+    assert [p.chosen for p in insult] == [demo for _, demo in HARMFUL["insult"][:4]]
+
+
+def test_answer_negatives_off_by_default():
+    records = make_records()
+    pairs = build_pairs(records, fake_samples(records))
+    assert not any(p.source == ANSWER_PAIR for p in pairs)
 
 
 def test_pairs_skip_eval_split():

@@ -8,7 +8,7 @@ import pytest
 
 from drirl.components import Record, RunContext
 from drirl.multihead_reward import MultiHeadRewardModel, multihead_tokenizer
-from drirl.pairs import BENIGN_PAIR, HARMFUL_PAIR, PreferencePair
+from drirl.pairs import ANSWER_PAIR, BENIGN_PAIR, HARMFUL_PAIR, PreferencePair
 from drirl.plugins.reward_learners.bradley_terry import BradleyTerry
 from drirl.report import markdown_report, reward_model_section
 from drirl.reward_accuracy import (
@@ -41,6 +41,18 @@ def test_accuracy_metrics_hand_counted():
     assert metrics["reward_accuracy/benign"].value == 0.5
     assert metrics["reward_accuracy/all"].value == 0.75
     assert metrics["reward_accuracy/all"].n == 4
+
+
+def test_answer_pairs_have_their_own_rate():
+    pairs = [
+        pair("insult", HARMFUL_PAIR),
+        pair("insult", ANSWER_PAIR),
+        pair("insult", ANSWER_PAIR),
+    ]
+    metrics = accuracy_metrics(pairs, [True, False, True])
+    assert metrics[f"reward_accuracy/{ANSWER_PAIR}"].value == 0.5
+    assert metrics["reward_accuracy/insult"].n == 1
+    assert metrics["reward_accuracy/all"].n == 1
 
 
 def metric(value, n):
@@ -175,7 +187,9 @@ def stage(embedded_policy, tmp_path_factory):
 
 def test_stage_counts_pairs_per_category(stage):
     metrics, rows = stage
-    assert len(rows) == 4
+    assert len(rows) == 6
+    assert sum(row["source"] == ANSWER_PAIR for row in rows) == 2
+    assert metrics[f"reward_accuracy/{ANSWER_PAIR}"]["n"] == 2
     assert metrics["reward_accuracy/insult"]["n"] == 2
     assert metrics["reward_accuracy/crimes_illegal"]["n"] == 2
     assert metrics["reward_accuracy/all"]["n"] == 4
@@ -183,7 +197,8 @@ def test_stage_counts_pairs_per_category(stage):
 
 def test_stage_accuracy_matches_rows(stage):
     metrics, rows = stage
-    correct = sum(row["chosen_reward"] > row["rejected_reward"] for row in rows)
+    kept = [row for row in rows if row["source"] != ANSWER_PAIR]
+    correct = sum(row["chosen_reward"] > row["rejected_reward"] for row in kept)
     assert metrics["reward_accuracy/all"]["value"] == correct / 4
 
 

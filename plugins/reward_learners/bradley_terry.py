@@ -108,7 +108,9 @@ class BradleyTerry(RewardLearner):
                 max_new_tokens=settings.max_new_tokens,
                 ctx=ctx,
             )
-            pairs = build_pairs(train, samples)
+            pairs = build_pairs(
+                train, samples, answer_negatives=settings.answer_negatives
+            )
         if not pairs:
             raise DrirlError("the train records produced no preference pairs")
         _write_jsonl(out_dir / PAIRS_FILE, pairs_to_rows(pairs))

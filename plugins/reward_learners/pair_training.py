@@ -76,6 +76,13 @@ class RewardTrainingSettings:
     score_batch_size: int = field(
         default=16, metadata={"help": "Sequences per forward pass when scoring."}
     )
+    answer_negatives: bool = field(
+        default=False,
+        metadata={
+            "help": "Also pair each harmful prompt's demonstration against a benign "
+            "look-alike's answer, so that refusing, not the writing style, wins the pair."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -90,6 +97,10 @@ class RewardTrainingSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} is {value!r}; allowed: an integer >= 1")
+        if not isinstance(self.answer_negatives, bool):
+            raise ValueError(
+                f"answer_negatives is {self.answer_negatives!r}; allowed: true or false"
+            )
         if not isinstance(self.max_length, int) or self.max_length < 16:
             raise ValueError(
                 f"max_length is {self.max_length!r}; allowed: an integer >= 16"
