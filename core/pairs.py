@@ -7,11 +7,15 @@ Two kinds of pair come out of a harm category's train split:
 - benign look-alike prompt: chosen = its helpful demonstration, rejected = a refusal taken
   from a harmful demonstration of the same category, so refusing a benign request ranks below
   answering it;
-- with ``answer_negatives``, also harmful prompt: chosen = its safe demonstration, rejected =
-  the helpful answer of a benign look-alike of the same category. Both responses are written
-  by the project, so only refusing tells them apart. Without these pairs a reward model can
-  separate the first kind by who wrote the response (the project or the base model), and a
-  policy trained against it learns to comply in the project's style.
+- with ``style_matched``, two more kinds whose sides are both written by the project, so
+  that only refusing or answering tells them apart:
+  harmful prompt: chosen = its safe demonstration, rejected = the helpful answer of a benign
+  look-alike of the same category (``harmful_vs_answer``);
+  benign prompt: chosen = its helpful demonstration, rejected = a whole harmful
+  demonstration, drafts included (``benign_vs_drafted_refusal``).
+  Without them a reward model can separate the first kind by who wrote the response (the
+  project or the base model) and reward drafted text as such. A policy trained against it
+  then complies in the project's style, or drafts a refusal for every prompt.
 
 Base-model samples are drawn once and cached in a JSONL file, so a rerun reuses them.
 Pairs can also come from a file (``load_pairs_file``) with prompt, chosen, rejected and
@@ -39,6 +43,9 @@ logger = logging.getLogger(__name__)
 HARMFUL_PAIR = "harmful_vs_sample"
 BENIGN_PAIR = "benign_vs_refusal"
 ANSWER_PAIR = "harmful_vs_answer"
+DRAFTED_REFUSAL_PAIR = "benign_vs_drafted_refusal"
+# The pair kinds that ``style_matched`` adds.
+STYLE_MATCHED_PAIRS = (ANSWER_PAIR, DRAFTED_REFUSAL_PAIR)
 FILE_PAIR = "pairs_file"
 PAIR_FILE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -76,16 +83,17 @@ def build_pairs(
     records: Sequence[Record],
     samples: Mapping[str, str],
     split: str = "train",
-    answer_negatives: bool = False,
+    style_matched: bool = False,
 ) -> list[PreferencePair]:
     """Build the preference pairs of the ``split`` split of ``records``.
 
     ``samples`` maps the id of each harmful record of the split to its model sample. The
     benign record at position i of its category is paired with the refusal of harmful
     record i mod H of the same category and split (H such records), so the choice is
-    deterministic and spreads over the category's refusals. With ``answer_negatives`` the
+    deterministic and spreads over the category's refusals. With ``style_matched`` the
     harmful record at position i is paired with the answer of benign record i mod B as
-    well, in the same way.
+    well, and the benign record at position i with the whole demonstration of harmful
+    record i mod H.
     """
     train = select(records, split=split)
     harmful_by_category: dict[str, list[Record]] = {}
@@ -109,7 +117,7 @@ def build_pairs(
             rejected = samples[record.id]
             source = HARMFUL_PAIR
             answers = benign_by_category.get(record.category, [])
-            if answer_negatives and answers:
+            if style_matched and answers:
                 position = harmful_seen.get(record.category, 0)
                 harmful_seen[record.category] = position + 1
                 pairs.append(
@@ -129,8 +137,20 @@ def build_pairs(
                 continue
             position = benign_seen.get(record.category, 0)
             benign_seen[record.category] = position + 1
-            rejected = refusal_line(refusals[position % len(refusals)].demonstration)
+            refusal = refusals[position % len(refusals)].demonstration
+            rejected = refusal_line(refusal)
             source = BENIGN_PAIR
+            if style_matched:
+                pairs.append(
+                    PreferencePair(
+                        record_id=record.id,
+                        category=record.category,
+                        source=DRAFTED_REFUSAL_PAIR,
+                        prompt=record.prompt,
+                        chosen=record.demonstration,
+                        rejected=refusal,
+                    )
+                )
         pairs.append(
             PreferencePair(
                 record_id=record.id,

@@ -147,15 +147,19 @@ def reward_model_section(cells: list[dict[str, Any]]) -> list[str]:
     if not trained:
         return []
     kinds = ("harmful", "benign")
-    answer = "harmful_vs_answer"
+    style = {
+        "harmful_vs_answer": "refusal vs answer",
+        "benign_vs_drafted_refusal": "answer vs drafted refusal",
+    }
     categories = [
-        c for c in _categories(trained, "reward_accuracy") if c not in (*kinds, answer)
+        c for c in _categories(trained, "reward_accuracy") if c not in (*kinds, *style)
     ]
     columns = [f"reward_accuracy/{c}" for c in (*categories, *kinds, "all")]
     header = [*categories, "harmful pairs", "benign pairs", "all pairs"]
-    if any(f"reward_accuracy/{answer}" in cell["metrics"] for cell in trained):
-        columns.append(f"reward_accuracy/{answer}")
-        header.append("refusal vs answer")
+    for name, title in style.items():
+        if any(f"reward_accuracy/{name}" in cell["metrics"] for cell in trained):
+            columns.append(f"reward_accuracy/{name}")
+            header.append(title)
     if any("routing_accuracy" in cell["metrics"] for cell in trained):
         columns.append("routing_accuracy")
         header.append("routing")
@@ -166,9 +170,11 @@ def reward_model_section(cells: list[dict[str, Any]]) -> list[str]:
         "Eval-split pairs: each harmful prompt's demonstration against a base-model "
         "sample, and each benign prompt's compliant answer against a refusal. "
         "\"Refusal vs answer\" puts each harmful prompt's demonstration against a benign "
-        "look-alike's answer, both written by the project: a model that fails these "
-        "pairs rewards the writing style rather than the refusal. Routing is the "
-        "nearest-centroid router's accuracy on the eval prompts.",
+        "look-alike's answer, and \"answer vs drafted refusal\" each benign prompt's "
+        "answer against a whole harmful demonstration. Both sides are written by the "
+        "project, so a model that fails these pairs rewards the writing style rather "
+        "than refusing or answering. Routing is the nearest-centroid router's accuracy "
+        "on the eval prompts.",
         "",
         _table(trained, columns, header),
     ]

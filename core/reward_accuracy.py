@@ -24,9 +24,9 @@ from typing import Any
 from drirl.atomic import write_json_atomic, write_text_atomic
 from drirl.components import Metric, Record, RewardLearner, RunContext
 from drirl.pairs import (
-    ANSWER_PAIR,
     BENIGN_PAIR,
     HARMFUL_PAIR,
+    STYLE_MATCHED_PAIRS,
     build_pairs,
     load_or_generate_samples,
 )
@@ -67,9 +67,9 @@ def evaluate_reward_models(
     )
     scorer = learner.load(Path(reward_dir), ctx)
     known = set(getattr(scorer, "categories", []))
-    # The answer pairs are scored whatever the training used: a model that fails them
-    # prefers the project's writing style to refusing.
-    pairs = build_pairs(evaluation, samples, split="eval", answer_negatives=True)
+    # The style-matched pairs are scored whatever the training used: a model that fails
+    # them rewards the project's writing style rather than refusing or answering.
+    pairs = build_pairs(evaluation, samples, split="eval", style_matched=True)
     skipped = sorted({p.category for p in pairs if known and p.category not in known})
     if skipped:
         logger.warning(
@@ -121,9 +121,9 @@ def accuracy_metrics(
     groups: dict[str, list[bool]] = {}
     kind = {HARMFUL_PAIR: "harmful", BENIGN_PAIR: "benign"}
     for pair, good in zip(pairs, correct):
-        if pair.source == ANSWER_PAIR:
-            # Its own rate, so the per-category and overall rates keep their meaning.
-            groups.setdefault(f"{METRIC_PREFIX}/{ANSWER_PAIR}", []).append(good)
+        if pair.source in STYLE_MATCHED_PAIRS:
+            # Their own rates, so the per-category and overall rates keep their meaning.
+            groups.setdefault(f"{METRIC_PREFIX}/{pair.source}", []).append(good)
             continue
         groups.setdefault(f"{METRIC_PREFIX}/{pair.category}", []).append(good)
         if pair.source in kind:

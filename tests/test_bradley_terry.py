@@ -15,6 +15,7 @@ from drirl.errors import DatasetError, DrirlError
 from drirl.pairs import (
     ANSWER_PAIR,
     BENIGN_PAIR,
+    DRAFTED_REFUSAL_PAIR,
     HARMFUL_PAIR,
     build_pairs,
     load_or_generate_samples,
@@ -188,9 +189,9 @@ def test_pairs_count():
     assert sum(p.source == BENIGN_PAIR for p in pairs) == 4
 
 
-def test_answer_negatives_add_one_pair_per_harmful_record():
+def test_style_matched_answer_pair_per_harmful_record():
     records = make_records()
-    pairs = build_pairs(records, fake_samples(records), answer_negatives=True)
+    pairs = build_pairs(records, fake_samples(records), style_matched=True)
     answers = [p for p in pairs if p.source == ANSWER_PAIR]
     assert len(answers) == 8
     insult = [p for p in answers if p.category == "insult"]
@@ -199,10 +200,22 @@ def test_answer_negatives_add_one_pair_per_harmful_record():
     assert [p.chosen for p in insult] == [demo for _, demo in HARMFUL["insult"][:4]]
 
 
-def test_answer_negatives_off_by_default():
+def test_style_matched_drafted_refusal_per_benign_record():
+    records = make_records()
+    pairs = build_pairs(records, fake_samples(records), style_matched=True)
+    drafted = [p for p in pairs if p.source == DRAFTED_REFUSAL_PAIR]
+    assert len(drafted) == 4
+    insult = [p for p in drafted if p.category == "insult"]
+    # Benign record i gets the whole demonstration of harmful record i, drafts included.
+    assert [p.rejected for p in insult] == [HARMFUL["insult"][i][1] for i in (0, 1)]
+    assert [p.chosen for p in insult] == [demo for _, demo in BENIGN["insult"][:2]]
+    assert len(pairs) == 12 + 8 + 4
+
+
+def test_style_matched_off_by_default():
     records = make_records()
     pairs = build_pairs(records, fake_samples(records))
-    assert not any(p.source == ANSWER_PAIR for p in pairs)
+    assert not any(p.source in (ANSWER_PAIR, DRAFTED_REFUSAL_PAIR) for p in pairs)
 
 
 def test_pairs_skip_eval_split():

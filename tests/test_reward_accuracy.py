@@ -8,7 +8,13 @@ import pytest
 
 from drirl.components import Record, RunContext
 from drirl.multihead_reward import MultiHeadRewardModel, multihead_tokenizer
-from drirl.pairs import ANSWER_PAIR, BENIGN_PAIR, HARMFUL_PAIR, PreferencePair
+from drirl.pairs import (
+    ANSWER_PAIR,
+    BENIGN_PAIR,
+    DRAFTED_REFUSAL_PAIR,
+    HARMFUL_PAIR,
+    PreferencePair,
+)
 from drirl.plugins.reward_learners.bradley_terry import BradleyTerry
 from drirl.report import markdown_report, reward_model_section
 from drirl.reward_accuracy import (
@@ -43,14 +49,16 @@ def test_accuracy_metrics_hand_counted():
     assert metrics["reward_accuracy/all"].n == 4
 
 
-def test_answer_pairs_have_their_own_rate():
+def test_style_matched_pairs_have_their_own_rates():
     pairs = [
         pair("insult", HARMFUL_PAIR),
         pair("insult", ANSWER_PAIR),
         pair("insult", ANSWER_PAIR),
+        pair("insult", DRAFTED_REFUSAL_PAIR),
     ]
-    metrics = accuracy_metrics(pairs, [True, False, True])
+    metrics = accuracy_metrics(pairs, [True, False, True, False])
     assert metrics[f"reward_accuracy/{ANSWER_PAIR}"].value == 0.5
+    assert metrics[f"reward_accuracy/{DRAFTED_REFUSAL_PAIR}"].value == 0.0
     assert metrics["reward_accuracy/insult"].n == 1
     assert metrics["reward_accuracy/all"].n == 1
 
@@ -86,6 +94,15 @@ def test_report_section_lists_trained_cells():
     )
     assert "| dr_irl | 0.75 (n=4) | 1.00 (n=2) | 0.50 (n=2) |" in table
     assert "| base |" not in table
+
+
+def test_report_section_shows_style_matched_rates():
+    cells = document()["cells"]
+    cells[0]["metrics"][f"reward_accuracy/{ANSWER_PAIR}"] = metric(0.25, 4)
+    table = "\n".join(reward_model_section(cells))
+    assert "| all pairs | refusal vs answer | routing |" in table
+    assert "| 0.75 (n=4) | 0.25 (n=4) | 0.50 (n=4) |" in table
+    assert "| harmful_vs_answer |" not in table
 
 
 def test_report_keeps_reward_metrics_out_of_other():
@@ -187,9 +204,10 @@ def stage(embedded_policy, tmp_path_factory):
 
 def test_stage_counts_pairs_per_category(stage):
     metrics, rows = stage
-    assert len(rows) == 6
-    assert sum(row["source"] == ANSWER_PAIR for row in rows) == 2
-    assert metrics[f"reward_accuracy/{ANSWER_PAIR}"]["n"] == 2
+    assert len(rows) == 8
+    for kind in (ANSWER_PAIR, DRAFTED_REFUSAL_PAIR):
+        assert sum(row["source"] == kind for row in rows) == 2
+        assert metrics[f"reward_accuracy/{kind}"]["n"] == 2
     assert metrics["reward_accuracy/insult"]["n"] == 2
     assert metrics["reward_accuracy/crimes_illegal"]["n"] == 2
     assert metrics["reward_accuracy/all"]["n"] == 4
@@ -197,7 +215,7 @@ def test_stage_counts_pairs_per_category(stage):
 
 def test_stage_accuracy_matches_rows(stage):
     metrics, rows = stage
-    kept = [row for row in rows if row["source"] != ANSWER_PAIR]
+    kept = [row for row in rows if row["source"] in (HARMFUL_PAIR, BENIGN_PAIR)]
     correct = sum(row["chosen_reward"] > row["rejected_reward"] for row in kept)
     assert metrics["reward_accuracy/all"]["value"] == correct / 4
 

@@ -109,7 +109,7 @@ class BradleyTerry(RewardLearner):
                 ctx=ctx,
             )
             pairs = build_pairs(
-                train, samples, answer_negatives=settings.answer_negatives
+                train, samples, style_matched=settings.style_matched
             )
         if not pairs:
             raise DrirlError("the train records produced no preference pairs")

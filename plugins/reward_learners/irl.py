@@ -216,7 +216,7 @@ class IRL(RewardLearner):
             trust_remote_code=ctx.trust_remote_code,
         )
         samples = {record.id: text for record, text in zip(harmful, responses)}
-        pairs = build_pairs(train, samples, answer_negatives=settings.answer_negatives)
+        pairs = build_pairs(train, samples, style_matched=settings.style_matched)
         _write_jsonl(
             out_dir / ROUNDS_DIR / f"round_{round_no}.jsonl", pairs_to_rows(pairs)
         )

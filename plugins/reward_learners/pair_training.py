@@ -76,11 +76,12 @@ class RewardTrainingSettings:
     score_batch_size: int = field(
         default=16, metadata={"help": "Sequences per forward pass when scoring."}
     )
-    answer_negatives: bool = field(
+    style_matched: bool = field(
         default=False,
         metadata={
-            "help": "Also pair each harmful prompt's demonstration against a benign "
-            "look-alike's answer, so that refusing, not the writing style, wins the pair."
+            "help": "Also train on pairs whose two sides are both written by the project "
+            "(a refusal against a benign answer, an answer against a drafted refusal), so "
+            "that refusing or answering, not the writing style, wins the pair."
         },
     )
 
@@ -97,9 +98,9 @@ class RewardTrainingSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} is {value!r}; allowed: an integer >= 1")
-        if not isinstance(self.answer_negatives, bool):
+        if not isinstance(self.style_matched, bool):
             raise ValueError(
-                f"answer_negatives is {self.answer_negatives!r}; allowed: true or false"
+                f"style_matched is {self.style_matched!r}; allowed: true or false"
             )
         if not isinstance(self.max_length, int) or self.max_length < 16:
             raise ValueError(
