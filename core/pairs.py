@@ -79,6 +79,18 @@ def refusal_line(demonstration: str) -> str:
     return lines[-1]
 
 
+def _pair(record: Record, source: str, rejected: str) -> PreferencePair:
+    """Build the pair of ``record``'s prompt with its demonstration as the chosen side."""
+    return PreferencePair(
+        record_id=record.id,
+        category=record.category,
+        source=source,
+        prompt=record.prompt,
+        chosen=record.demonstration,
+        rejected=rejected,
+    )
+
+
 def build_pairs(
     records: Sequence[Record],
     samples: Mapping[str, str],
@@ -90,10 +102,10 @@ def build_pairs(
     ``samples`` maps the id of each harmful record of the split to its model sample. The
     benign record at position i of its category is paired with the refusal of harmful
     record i mod H of the same category and split (H such records), so the choice is
-    deterministic and spreads over the category's refusals. With ``style_matched`` the
-    harmful record at position i is paired with the answer of benign record i mod B as
-    well, and the benign record at position i with the whole demonstration of harmful
-    record i mod H.
+    deterministic and spreads over the category's refusals. With ``style_matched``, the
+    harmful record at position i is also paired with the demonstration of benign record
+    i mod B. The benign record at position i is also paired with the whole demonstration
+    of harmful record i mod H.
     """
     train = select(records, split=split)
     harmful_by_category: dict[str, list[Record]] = {}
@@ -120,16 +132,8 @@ def build_pairs(
             if style_matched and answers:
                 position = harmful_seen.get(record.category, 0)
                 harmful_seen[record.category] = position + 1
-                pairs.append(
-                    PreferencePair(
-                        record_id=record.id,
-                        category=record.category,
-                        source=ANSWER_PAIR,
-                        prompt=record.prompt,
-                        chosen=record.demonstration,
-                        rejected=answers[position % len(answers)].demonstration,
-                    )
-                )
+                answer = answers[position % len(answers)].demonstration
+                pairs.append(_pair(record, ANSWER_PAIR, answer))
         else:
             refusals = harmful_by_category.get(record.category, [])
             if not refusals:
@@ -141,26 +145,8 @@ def build_pairs(
             rejected = refusal_line(refusal)
             source = BENIGN_PAIR
             if style_matched:
-                pairs.append(
-                    PreferencePair(
-                        record_id=record.id,
-                        category=record.category,
-                        source=DRAFTED_REFUSAL_PAIR,
-                        prompt=record.prompt,
-                        chosen=record.demonstration,
-                        rejected=refusal,
-                    )
-                )
-        pairs.append(
-            PreferencePair(
-                record_id=record.id,
-                category=record.category,
-                source=source,
-                prompt=record.prompt,
-                chosen=record.demonstration,
-                rejected=rejected,
-            )
-        )
+                pairs.append(_pair(record, DRAFTED_REFUSAL_PAIR, refusal))
+        pairs.append(_pair(record, source, rejected))
 
     for category, count in skipped.items():
         logger.warning(

@@ -386,9 +386,9 @@ class ExperimentRunner:
 
 
 def default_device() -> str:
-    """Return "cuda" when torch sees a GPU, else "cpu".
+    """Return "cuda" when torch finds a CUDA device, else "cpu".
 
-    NOTE: the GPU path has not been run on this project's CPU-only test machine.
+    NOTE: no stage has been run on a GPU yet; the tests run on CPU only.
     """
     import torch
 

@@ -81,6 +81,6 @@ def curves_section(cells: list[dict[str, Any]]) -> list[str]:
             "|---|" + "---|" * width,
         ]
         for cell_id, means in rows:
-            shown = ["-" if m is None else f"{m:.2f}" for m in means]
-            lines.append(f"| {cell_id} | " + " | ".join(shown) + " |")
+            formatted = ["-" if m is None else f"{m:.2f}" for m in means]
+            lines.append(f"| {cell_id} | " + " | ".join(formatted) + " |")
     return lines

@@ -215,8 +215,9 @@ def test_stage_counts_pairs_per_category(stage):
 
 def test_stage_accuracy_matches_rows(stage):
     metrics, rows = stage
-    kept = [row for row in rows if row["source"] in (HARMFUL_PAIR, BENIGN_PAIR)]
-    correct = sum(row["chosen_reward"] > row["rejected_reward"] for row in kept)
+    plain_kinds = (HARMFUL_PAIR, BENIGN_PAIR)
+    plain_rows = [row for row in rows if row["source"] in plain_kinds]
+    correct = sum(row["chosen_reward"] > row["rejected_reward"] for row in plain_rows)
     assert metrics["reward_accuracy/all"]["value"] == correct / 4
 
 

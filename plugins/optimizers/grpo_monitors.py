@@ -30,7 +30,7 @@ HARMFUL_REFUSAL_KEY = f"rewards/{HARMFUL_MONITOR}/mean"
 BENIGN_ANSWER_KEY = f"rewards/{BENIGN_MONITOR}/mean"
 
 
-def _monitor(name: str, wanted: str, refusal_value: float) -> Callable[..., list]:
+def _monitor(name: str, monitored_kind: str, refusal_value: float) -> Callable[..., list]:
     judge = RefusalPhrasesJudge()
 
     def monitor(
@@ -38,7 +38,7 @@ def _monitor(name: str, wanted: str, refusal_value: float) -> Callable[..., list
     ) -> list[float | None]:
         values: list[float | None] = []
         for completion, row_kind in zip(completions, kind):
-            if row_kind != wanted:
+            if row_kind != monitored_kind:
                 values.append(None)
             elif judge.is_refusal(completion_text(completion)):
                 values.append(refusal_value)

@@ -73,9 +73,9 @@ class SFTSettings:
     file is rejected. ``batch_size`` counts conversations per step. Conversations longer
     than ``max_prompt_length + max_completion_length`` tokens are left out. With
     ``balance_kinds`` the conversations of the rarer kind (harmful or benign) are repeated
-    until both kinds are equally many; the data has two harmful prompts per benign one, and
-    without it the model learns to refuse benign look-alikes too. ``trl_args`` passes
-    further SFTConfig fields through unchanged.
+    until both kinds are equally many. The built-in data has two harmful prompts per benign
+    one, so without it the model learns to refuse benign look-alikes too. ``trl_args``
+    passes further SFTConfig fields through unchanged.
     """
 
     learning_rate: float = 1e-5
@@ -101,7 +101,7 @@ def build_sft_dataset(
     Records with an empty demonstration are left out, and so are conversations over the
     token budget (both with a warning).
     """
-    kept: list[Record] = []
+    usable: list[Record] = []
     empty: list[str] = []
     too_long: list[str] = []
     for record in train_split(records, "sft"):
@@ -117,7 +117,7 @@ def build_sft_dataset(
         ):
             too_long.append(record.id)
             continue
-        kept.append(record)
+        usable.append(record)
     if empty:
         logger.warning(
             "left out %d train records without a demonstration: %s",
@@ -125,21 +125,21 @@ def build_sft_dataset(
             ", ".join(empty[:10]),
         )
     warn_left_out(too_long, settings, "conversations")
-    if not kept:
+    if not usable:
         raise DrirlError(
             "no train record has a demonstration that fits max_prompt_length + "
             "max_completion_length tokens; raise these settings or add demonstrations"
         )
     if settings.balance_kinds:
-        kept = balanced_by_kind(kept)
+        usable = balanced_by_kind(usable)
     return Dataset.from_dict(
         {
-            "prompt": [chat_messages(record.prompt) for record in kept],
+            "prompt": [chat_messages(record.prompt) for record in usable],
             "completion": [
                 [{"role": "assistant", "content": record.demonstration}]
-                for record in kept
+                for record in usable
             ],
-            "category": [record.category for record in kept],
+            "category": [record.category for record in usable],
         }
     )
 
