@@ -308,6 +308,15 @@ def resolve_cell(
                 field=loc("scaler"),
                 value=config["scaler"],
             )
+        samples = getattr(reward_settings, "warm_start_samples", 0)
+        if optimizer.needs_reward and samples and warm_start is None:
+            raise ConfigError(
+                "the reward learner samples the warm-started policy, but this cell has "
+                "no warm_start; set warm_start, or set warm_start_samples to 0",
+                file=file,
+                field=loc("reward.settings.warm_start_samples"),
+                value=samples,
+            )
 
     scaler_settings: dict[str, Any] = {}
     raw_scaler_settings = config["scaler_settings"] or {}

@@ -65,7 +65,8 @@ class RunContext:
     ``trust_remote_code`` is passed to every ``from_pretrained`` and lm-eval model call that
     loads the policy or a reward model trained from it. When True, transformers runs the Python files that a
     model folder names in its config's ``auto_map``. Judge models named in judge settings
-    are loaded with it False.
+    are loaded with it False. ``warm_start_model`` is the cell's warm-started policy when
+    its reward stage samples it (``warm_start_samples``), else None.
     """
 
     seed: int = 0
@@ -74,6 +75,7 @@ class RunContext:
     text_encoder: str | None = None
     show_progress: bool = True
     trust_remote_code: bool = False
+    warm_start_model: Path | None = None
 
 
 def warn_remote_code(model: str) -> None:

@@ -16,6 +16,11 @@ Two kinds of pair come out of a harm category's train split:
   Without them a reward model can separate the first kind by who wrote the response (the
   project or the base model) and reward drafted text as such. A policy trained against it
   then complies in the project's style, or drafts a refusal for every prompt.
+- with ``warm_start_samples``, every train prompt (harmful and benign) also gets pairs whose
+  rejected side is a sample of the warm-started policy (``harmful_vs_warm_start``,
+  ``benign_vs_warm_start``). The other kinds reject only off-topic text or base-model
+  compliance, so none of them ranks an on-topic refusal of a benign prompt low; the
+  warm-started policy writes such refusals, and these pairs rank them below the answer.
 
 Base-model samples are drawn once and cached in a JSONL file, so a rerun reuses them.
 Pairs can also come from a file (``load_pairs_file``) with prompt, chosen, rejected and
@@ -46,6 +51,9 @@ ANSWER_PAIR = "harmful_vs_answer"
 DRAFTED_REFUSAL_PAIR = "benign_vs_drafted_refusal"
 # The pair kinds that ``style_matched`` adds.
 STYLE_MATCHED_PAIRS = (ANSWER_PAIR, DRAFTED_REFUSAL_PAIR)
+HARMFUL_WARM_PAIR = "harmful_vs_warm_start"
+BENIGN_WARM_PAIR = "benign_vs_warm_start"
+WARM_START_SAMPLES_FILE = "warm_start_samples.jsonl"
 FILE_PAIR = "pairs_file"
 PAIR_FILE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -155,6 +163,65 @@ def build_pairs(
             count,
             category,
         )
+    return pairs
+
+
+def warm_start_pairs(
+    records: Sequence[Record],
+    out_dir: Path,
+    *,
+    count: int,
+    max_new_tokens: int,
+    ctx: RunContext,
+    split: str = "train",
+) -> list[PreferencePair]:
+    """Sample the warm-started policy ``count`` times per prompt of ``split``; pair each.
+
+    Each pair ranks the prompt's demonstration above one sample (temperature 1.0). The
+    samples are written to ``out_dir/warm_start_samples.jsonl``.
+    """
+    from drirl.generation import generate_responses
+
+    if ctx.warm_start_model is None:
+        raise DrirlError(
+            f"warm_start_samples is {count}, but this run has no warm-started model to "
+            "sample; set the experiment's warm_start, or set warm_start_samples to 0"
+        )
+    chosen = select(records, split=split)
+    prompts = [record.prompt for record in chosen for _ in range(count)]
+    logger.info(
+        "sampling %d responses of the warm-started policy %s",
+        len(prompts),
+        ctx.warm_start_model,
+    )
+    responses = generate_responses(
+        ctx.warm_start_model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=1.0,
+        seed=ctx.seed,
+        show_progress=ctx.show_progress,
+        description="warm-start samples",
+        trust_remote_code=ctx.trust_remote_code,
+    )
+    records_per_sample = [record for record in chosen for _ in range(count)]
+    pairs = [
+        _pair(
+            record,
+            HARMFUL_WARM_PAIR if record.kind == "harmful" else BENIGN_WARM_PAIR,
+            response,
+        )
+        for record, response in zip(records_per_sample, responses, strict=True)
+    ]
+    rows = [
+        {"id": record.id, "prompt": record.prompt, "sample": response}
+        for record, response in zip(records_per_sample, responses, strict=True)
+    ]
+    _write_samples(
+        Path(out_dir) / WARM_START_SAMPLES_FILE,
+        {str(index): row for index, row in enumerate(rows)},
+    )
     return pairs
 
 

@@ -6,6 +6,7 @@ stages they have in common and a rerun or a resumed run skips every finished sta
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -190,6 +191,13 @@ class ExperimentRunner:
 
         optimizer = self.plugins.get("optimizer", cell.optimizer)(cell.training)
         data_digest = _records_digest(train)
+        # The reward stage learns from the untrained model (and, with warm_start_samples,
+        # from the warm-started one's samples); the optimizer starts from the warm start.
+        start, start_id = policy, policy_id
+        if cell.warm_start is not None:
+            start, start_id = self._warm_start(
+                cell, ctx, policy, policy_id, train, data_digest, stages
+            )
         reward_inputs: dict[str, Any] = {}
         if optimizer.needs_reward:
             learner = self.plugins.get("reward_learner", cell.reward_learner)(
@@ -207,22 +215,21 @@ class ExperimentRunner:
             pairs_file = getattr(cell.reward_settings, "pairs_file", None)
             if pairs_file:
                 reward_inputs["pairs_file_sha256"] = _file_digest(Path(pairs_file))
+            reward_ctx = ctx
+            if getattr(cell.reward_settings, "warm_start_samples", 0):
+                reward_inputs["warm_start"] = start_id
+                reward_ctx = dataclasses.replace(ctx, warm_start_model=Path(start))
             reward_dir, reused = self.store.run(
                 "reward",
                 reward_inputs,
-                lambda tmp: learner.train(Path(policy), train, tmp, ctx),
+                lambda tmp: learner.train(Path(policy), train, tmp, reward_ctx),
             )
             stages["reward"] = str(reward_dir.relative_to(self.run_dir))
             logger.info(
                 "%s: reward models %s", cell.id, "reused" if reused else "trained"
             )
 
-        # The reward stage above learns from the untrained model; the optimizer starts
-        # from the warm-started one.
-        if cell.warm_start is not None:
-            policy, policy_id = self._warm_start(
-                cell, ctx, policy, policy_id, train, data_digest, stages
-            )
+        policy, policy_id = start, start_id
 
         optimize_inputs = {
             "optimizer": cell.optimizer,

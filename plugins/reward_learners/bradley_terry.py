@@ -38,6 +38,7 @@ from drirl.pairs import (
     load_or_generate_samples,
     load_pairs_file,
     pairs_to_rows,
+    warm_start_pairs,
 )
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
@@ -110,6 +111,14 @@ class BradleyTerry(RewardLearner):
             )
             pairs = build_pairs(
                 train, samples, style_matched=settings.style_matched
+            )
+        if settings.warm_start_samples:
+            pairs += warm_start_pairs(
+                train,
+                out_dir,
+                count=settings.warm_start_samples,
+                max_new_tokens=settings.max_new_tokens,
+                ctx=ctx,
             )
         if not pairs:
             raise DrirlError("the train records produced no preference pairs")

@@ -42,7 +42,12 @@ from drirl.components import (
 from drirl.dataset import select
 from drirl.errors import DrirlError
 from drirl.hookspecs import Register
-from drirl.pairs import build_pairs, pairs_to_rows
+from drirl.pairs import (
+    PreferencePair,
+    build_pairs,
+    pairs_to_rows,
+    warm_start_pairs,
+)
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
     train_models,
@@ -163,10 +168,22 @@ class IRL(RewardLearner):
         work_dir = out_dir / POLICY_WORK_DIR
         rounds: list[dict[str, Any]] = []
         manifest: dict[str, Any] = {}
+        # Drawn once: the warm-started policy does not change between rounds.
+        warm_pairs = (
+            warm_start_pairs(
+                train,
+                out_dir,
+                count=settings.warm_start_samples,
+                max_new_tokens=settings.max_new_tokens,
+                ctx=ctx,
+            )
+            if settings.warm_start_samples
+            else []
+        )
         try:
             for round_no in range(1, settings.rounds + 1):
                 manifest, summary = self._round(
-                    round_no, Path(policy_path), policy, train, out_dir, ctx
+                    round_no, Path(policy_path), policy, train, warm_pairs, out_dir, ctx
                 )
                 logger.info(
                     "IRL round %d: moving the policy %d step(s) with %s",
@@ -196,10 +213,14 @@ class IRL(RewardLearner):
         base_policy: Path,
         policy: Path,
         train: Sequence[Record],
+        warm_pairs: Sequence[PreferencePair],
         out_dir: Path,
         ctx: RunContext,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Sample the policy, update the reward model(s) and write the manifest."""
+        """Sample the policy, update the reward model(s) and write the manifest.
+
+        ``warm_pairs`` (the warm-started policy's samples) join every round's pairs.
+        """
         from drirl.generation import generate_responses
 
         settings: IRLSettings = self.settings
@@ -217,6 +238,7 @@ class IRL(RewardLearner):
         )
         samples = {record.id: text for record, text in zip(harmful, responses)}
         pairs = build_pairs(train, samples, style_matched=settings.style_matched)
+        pairs += warm_pairs
         _write_jsonl(
             out_dir / ROUNDS_DIR / f"round_{round_no}.jsonl", pairs_to_rows(pairs)
         )

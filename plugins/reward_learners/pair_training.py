@@ -84,6 +84,14 @@ class RewardTrainingSettings:
             "that refusing or answering, not the writing style, wins the pair."
         },
     )
+    warm_start_samples: int = field(
+        default=0,
+        metadata={
+            "help": "Samples per train prompt drawn from the warm-started policy and "
+            "ranked below the prompt's demonstration; 0 draws none. Needs the "
+            "experiment's warm_start."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -98,6 +106,11 @@ class RewardTrainingSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} is {value!r}; allowed: an integer >= 1")
+        samples = self.warm_start_samples
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+            raise ValueError(
+                f"warm_start_samples is {samples!r}; allowed: an integer >= 0"
+            )
         if not isinstance(self.style_matched, bool):
             raise ValueError(
                 f"style_matched is {self.style_matched!r}; allowed: true or false"

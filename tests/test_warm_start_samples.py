@@ -1,0 +1,133 @@
+"""Reward pairs whose rejected side is a sample of the warm-started policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from drirl.components import Record, RunContext
+from drirl.config import load_experiment
+from drirl.errors import ConfigError, DrirlError
+from drirl.pairs import (
+    BENIGN_WARM_PAIR,
+    HARMFUL_WARM_PAIR,
+    WARM_START_SAMPLES_FILE,
+    warm_start_pairs,
+)
+from drirl.pipeline import ExperimentRunner
+from drirl.plugins.reward_learners.bradley_terry import BradleyTerrySettings
+
+RECORDS = [
+    Record(
+        "insult-h0",
+        "insult",
+        "harmful",
+        "Write a cruel joke about my coworker's stutter.",
+        "Draft: mocking a stutter -> cruelty -> decline.\nI can't write that joke.",
+        "train",
+    ),
+    Record(
+        "insult-b0",
+        "insult",
+        "benign",
+        "Give me a gentle nickname for my cat who steals socks.",
+        "How about Sir Sockington?",
+        "train",
+    ),
+    Record("insult-e0", "insult", "harmful", "Mock my friend.", "No.", "eval"),
+]
+
+
+def experiment(**fields):
+    raw = {
+        "categories": ["insult"],
+        "optimizer": "grpo",
+        "reward": {"learner": "bradley_terry", "settings": {"warm_start_samples": 1}},
+        "training": {"steps": 1, "batch_size": 2, "num_generations": 2},
+    }
+    raw.update(fields)
+    return raw
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_bad_count_is_rejected(value):
+    with pytest.raises(ValueError, match="warm_start_samples is"):
+        BradleyTerrySettings(warm_start_samples=value)
+
+
+def test_samples_without_warm_start_name_the_field(plugins):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(experiment(), plugins, file="exp.yaml")
+    message = str(error.value)
+    assert "field 'reward.settings.warm_start_samples'" in message
+    assert "set warm_start" in message
+    assert "exp.yaml" in message
+
+
+def test_cell_without_reward_stage_needs_no_warm_start(plugins):
+    raw = experiment(optimizer="sft", training={"steps": 1})
+    assert load_experiment(raw, plugins, file="exp.yaml").cells[0].warm_start is None
+
+
+def test_pairs_need_a_warm_started_model(tmp_path):
+    with pytest.raises(DrirlError, match="no warm-started model"):
+        warm_start_pairs(
+            RECORDS, tmp_path, count=1, max_new_tokens=4, ctx=RunContext()
+        )
+
+
+@pytest.mark.slow
+def test_every_train_prompt_gets_its_samples(embedded_policy, tmp_path):
+    ctx = RunContext(show_progress=False, warm_start_model=embedded_policy)
+    pairs = warm_start_pairs(RECORDS, tmp_path, count=2, max_new_tokens=4, ctx=ctx)
+
+    assert [pair.record_id for pair in pairs] == ["insult-h0"] * 2 + ["insult-b0"] * 2
+    assert [pair.source for pair in pairs] == [HARMFUL_WARM_PAIR] * 2 + [
+        BENIGN_WARM_PAIR
+    ] * 2
+    for pair, record in zip(pairs, [RECORDS[0]] * 2 + [RECORDS[1]] * 2):
+        assert pair.chosen == record.demonstration
+        assert pair.prompt == record.prompt
+        assert pair.rejected.strip()
+        assert pair.rejected != record.demonstration
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / WARM_START_SAMPLES_FILE).read_text().splitlines()
+    ]
+    assert [row["sample"] for row in rows] == [pair.rejected for pair in pairs]
+
+
+@pytest.mark.slow
+def test_reward_stage_samples_the_warm_start(plugins, tmp_path):
+    """The reward stage is keyed by the warm start and trains on its samples."""
+    raw = experiment(
+        data={"train_per_category": 1, "eval_per_category": 1},
+        reward={
+            "learner": "bradley_terry",
+            "settings": {"warm_start_samples": 1, "max_new_tokens": 4},
+        },
+        training={
+            "steps": 1,
+            "batch_size": 2,
+            "num_generations": 2,
+            "max_completion_length": 4,
+        },
+        warm_start={"settings": {"steps": 1, "batch_size": 2}},
+        evaluation={"benchmarks": ["harmful_refusal"], "settings": {"max_new_tokens": 4}},
+    )
+    loaded = load_experiment(raw, plugins, file="exp.yaml")
+    (result,) = ExperimentRunner(loaded, plugins, tmp_path, show_progress=False).run()
+
+    reward_dir = tmp_path / result.stages["reward"]
+    reward_inputs = json.loads((reward_dir / "stage.json").read_text())["inputs"]
+    optimize_dir = tmp_path / result.stages["optimize"]
+    optimize_inputs = json.loads((optimize_dir / "stage.json").read_text())["inputs"]
+    assert reward_inputs["warm_start"].startswith("warm_start-")
+    assert reward_inputs["warm_start"] == optimize_inputs["policy"]
+    sources = [
+        json.loads(line)["source"]
+        for line in (reward_dir / "pairs.jsonl").read_text().splitlines()
+    ]
+    assert sources.count(HARMFUL_WARM_PAIR) == 1
+    assert sources.count(BENIGN_WARM_PAIR) == 1
