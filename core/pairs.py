@@ -16,11 +16,11 @@ Two kinds of pair come out of a harm category's train split:
   Without them a reward model can separate the first kind by who wrote the response (the
   project or the base model) and reward drafted text as such. A policy trained against it
   then complies in the project's style, or drafts a refusal for every prompt.
-- with ``warm_start_samples``, every train prompt (harmful and benign) also gets pairs whose
-  rejected side is a sample of the warm-started policy (``harmful_vs_warm_start``,
-  ``benign_vs_warm_start``). The other kinds reject only off-topic text or base-model
-  compliance, so none of them ranks an on-topic refusal of a benign prompt low; the
-  warm-started policy writes such refusals, and these pairs rank them below the answer.
+- with ``warm_start_samples``, pairs of two samples of the warm-started policy for the
+  same train prompt (harmful and benign): the one closer to the prompt's demonstration in
+  text-embedding similarity is chosen (``harmful_vs_warm_start``, ``benign_vs_warm_start``).
+  The other kinds reject only off-topic text or base-model writing. None of them ranks the
+  policy's own on-topic refusal of a benign prompt below its own answer; these do.
 
 Base-model samples are drawn once and cached in a JSONL file, so a rerun reuses them.
 Pairs can also come from a file (``load_pairs_file``) with prompt, chosen, rejected and
@@ -34,9 +34,11 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from drirl.atomic import write_text_atomic
 from drirl.components import Record, RunContext
@@ -51,6 +53,7 @@ ANSWER_PAIR = "harmful_vs_answer"
 DRAFTED_REFUSAL_PAIR = "benign_vs_drafted_refusal"
 # The pair kinds that ``style_matched`` adds.
 STYLE_MATCHED_PAIRS = (ANSWER_PAIR, DRAFTED_REFUSAL_PAIR)
+# Pairs of two warm-start samples, the one closer to the demonstration chosen.
 HARMFUL_WARM_PAIR = "harmful_vs_warm_start"
 BENIGN_WARM_PAIR = "benign_vs_warm_start"
 WARM_START_SAMPLES_FILE = "warm_start_samples.jsonl"
@@ -166,21 +169,46 @@ def build_pairs(
     return pairs
 
 
+def ranked_pair(
+    demonstration: torch.Tensor, samples: torch.Tensor, min_gap: float
+) -> tuple[int, int, float] | None:
+    """Return (closest, furthest, gap) of ``samples`` by cosine to ``demonstration``.
+
+    Embeddings are unit vectors (rows of ``samples``). None when the gap between the
+    closest and the furthest sample is not above ``min_gap``.
+    """
+    similarity = samples @ demonstration
+    closest = int(similarity.argmax())
+    furthest = int(similarity.argmin())
+    gap = float(similarity[closest] - similarity[furthest])
+    if gap <= min_gap:
+        return None
+    return closest, furthest, gap
+
+
 def warm_start_pairs(
     records: Sequence[Record],
     out_dir: Path,
     *,
     count: int,
+    min_gap: float,
     max_new_tokens: int,
     ctx: RunContext,
     split: str = "train",
 ) -> list[PreferencePair]:
-    """Sample the warm-started policy ``count`` times per prompt of ``split``; pair each.
+    """Pair samples of the warm-started policy by their similarity to the demonstration.
 
-    Each pair ranks the prompt's demonstration above one sample (temperature 1.0). The
-    samples are written to ``out_dir/warm_start_samples.jsonl``.
+    Each prompt of ``split`` gets ``count`` samples (temperature 1.0). The sample whose
+    text embedding is closest to the prompt's demonstration is chosen over the furthest
+    one, when their cosine similarities differ by more than ``min_gap``. Both sides are
+    the policy's own writing, so its style cannot decide the pair. Measured with the
+    embedded encoder on a trained policy's eval responses: benign answers averaged 0.70
+    similarity to their demonstration and benign refusals 0.44; harmful refusals 0.70
+    and harmful compliance 0.29. The samples and their similarities are written to
+    ``out_dir/warm_start_samples.jsonl``.
     """
     from drirl.generation import generate_responses
+    from drirl.text_encoder import load_text_encoder
 
     if ctx.warm_start_model is None:
         raise DrirlError(
@@ -205,22 +233,37 @@ def warm_start_pairs(
         description="warm-start samples",
         trust_remote_code=ctx.trust_remote_code,
     )
-    records_per_sample = [record for record in chosen for _ in range(count)]
-    pairs = [
-        _pair(
-            record,
-            HARMFUL_WARM_PAIR if record.kind == "harmful" else BENIGN_WARM_PAIR,
-            response,
+    encoder = load_text_encoder(ctx.text_encoder)
+    sample_embeddings = encoder.encode(responses)
+    demo_embeddings = encoder.encode([record.demonstration for record in chosen])
+    pairs: list[PreferencePair] = []
+    rows: dict[str, dict] = {}
+    for index, record in enumerate(chosen):
+        group = slice(index * count, (index + 1) * count)
+        texts = responses[group]
+        similarity = sample_embeddings[group] @ demo_embeddings[index]
+        for number, (text, value) in enumerate(zip(texts, similarity.tolist())):
+            rows[f"{record.id}/{number}"] = {
+                "id": record.id,
+                "prompt": record.prompt,
+                "sample": text,
+                "similarity": round(value, 4),
+            }
+        ranked = ranked_pair(demo_embeddings[index], sample_embeddings[group], min_gap)
+        if ranked is None:
+            continue
+        closest, furthest, _ = ranked
+        source = HARMFUL_WARM_PAIR if record.kind == "harmful" else BENIGN_WARM_PAIR
+        pairs.append(
+            replace(_pair(record, source, texts[furthest]), chosen=texts[closest])
         )
-        for record, response in zip(records_per_sample, responses, strict=True)
-    ]
-    rows = [
-        {"id": record.id, "prompt": record.prompt, "sample": response}
-        for record, response in zip(records_per_sample, responses, strict=True)
-    ]
-    _write_samples(
-        Path(out_dir) / WARM_START_SAMPLES_FILE,
-        {str(index): row for index, row in enumerate(rows)},
+    _write_samples(Path(out_dir) / WARM_START_SAMPLES_FILE, rows)
+    logger.info(
+        "%d of %d prompts have warm-start samples more than %.2f apart in similarity "
+        "to the demonstration; each gives one pair",
+        len(pairs),
+        len(chosen),
+        min_gap,
     )
     return pairs
 

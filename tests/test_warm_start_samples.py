@@ -1,10 +1,11 @@
-"""Reward pairs whose rejected side is a sample of the warm-started policy."""
+"""Reward pairs of two warm-started policy samples, ranked by the demonstration."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
 from drirl.components import Record, RunContext
 from drirl.config import load_experiment
@@ -13,6 +14,7 @@ from drirl.pairs import (
     BENIGN_WARM_PAIR,
     HARMFUL_WARM_PAIR,
     WARM_START_SAMPLES_FILE,
+    ranked_pair,
     warm_start_pairs,
 )
 from drirl.pipeline import ExperimentRunner
@@ -43,17 +45,44 @@ def experiment(**fields):
     raw = {
         "categories": ["insult"],
         "optimizer": "grpo",
-        "reward": {"learner": "bradley_terry", "settings": {"warm_start_samples": 1}},
+        "reward": {"learner": "bradley_terry", "settings": {"warm_start_samples": 2}},
         "training": {"steps": 1, "batch_size": 2, "num_generations": 2},
     }
     raw.update(fields)
     return raw
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, True])
+@pytest.mark.parametrize("value", [-1, 1, 1.5, True])
 def test_bad_count_is_rejected(value):
     with pytest.raises(ValueError, match="warm_start_samples is"):
         BradleyTerrySettings(warm_start_samples=value)
+
+
+@pytest.mark.parametrize("value", [-0.1, 2.0, True, "0.1"])
+def test_bad_min_gap_is_rejected(value):
+    with pytest.raises(ValueError, match="warm_start_min_gap is"):
+        BradleyTerrySettings(warm_start_min_gap=value)
+
+
+def unit(*values):
+    vector = torch.tensor(values, dtype=torch.float32)
+    return vector / vector.norm()
+
+
+def test_ranked_pair_picks_closest_and_furthest():
+    demonstration = unit(1.0, 0.0)
+    samples = torch.stack([unit(1.0, 1.0), unit(1.0, 0.1), unit(0.0, 1.0)])
+    closest, furthest, gap = ranked_pair(demonstration, samples, min_gap=0.1)
+    assert (closest, furthest) == (1, 2)
+    assert gap == pytest.approx(float(samples[1] @ demonstration))
+
+
+def test_ranked_pair_needs_a_gap_above_the_minimum():
+    demonstration = unit(1.0, 0.0)
+    samples = torch.stack([unit(1.0, 0.1), unit(1.0, 0.2)])
+    gap = float((samples[0] - samples[1]) @ demonstration)
+    assert ranked_pair(demonstration, samples, min_gap=gap + 1e-3) is None
+    assert ranked_pair(demonstration, samples, min_gap=gap - 1e-3)[:2] == (0, 1)
 
 
 def test_samples_without_warm_start_name_the_field(plugins):
@@ -73,29 +102,31 @@ def test_cell_without_reward_stage_needs_no_warm_start(plugins):
 def test_pairs_need_a_warm_started_model(tmp_path):
     with pytest.raises(DrirlError, match="no warm-started model"):
         warm_start_pairs(
-            RECORDS, tmp_path, count=1, max_new_tokens=4, ctx=RunContext()
+            RECORDS, tmp_path, count=2, min_gap=0.1, max_new_tokens=4, ctx=RunContext()
         )
 
 
 @pytest.mark.slow
-def test_every_train_prompt_gets_its_samples(embedded_policy, tmp_path):
+def test_closer_sample_is_chosen(embedded_policy, tmp_path):
     ctx = RunContext(show_progress=False, warm_start_model=embedded_policy)
-    pairs = warm_start_pairs(RECORDS, tmp_path, count=2, max_new_tokens=4, ctx=ctx)
+    pairs = warm_start_pairs(
+        RECORDS, tmp_path, count=3, min_gap=0.0, max_new_tokens=8, ctx=ctx
+    )
 
-    assert [pair.record_id for pair in pairs] == ["insult-h0"] * 2 + ["insult-b0"] * 2
-    assert [pair.source for pair in pairs] == [HARMFUL_WARM_PAIR] * 2 + [
-        BENIGN_WARM_PAIR
-    ] * 2
-    for pair, record in zip(pairs, [RECORDS[0]] * 2 + [RECORDS[1]] * 2):
-        assert pair.chosen == record.demonstration
-        assert pair.prompt == record.prompt
-        assert pair.rejected.strip()
-        assert pair.rejected != record.demonstration
     rows = [
         json.loads(line)
         for line in (tmp_path / WARM_START_SAMPLES_FILE).read_text().splitlines()
     ]
-    assert [row["sample"] for row in rows] == [pair.rejected for pair in pairs]
+    assert [row["id"] for row in rows] == ["insult-h0"] * 3 + ["insult-b0"] * 3
+    assert [pair.source for pair in pairs] == [HARMFUL_WARM_PAIR, BENIGN_WARM_PAIR]
+    for pair, record in zip(pairs, RECORDS[:2]):
+        assert pair.prompt == record.prompt
+        similarity = {
+            row["sample"]: row["similarity"] for row in rows if row["id"] == record.id
+        }
+        assert similarity[pair.chosen] == max(similarity.values())
+        assert similarity[pair.rejected] == min(similarity.values())
+        assert similarity[pair.chosen] > similarity[pair.rejected]
 
 
 @pytest.mark.slow
@@ -105,7 +136,11 @@ def test_reward_stage_samples_the_warm_start(plugins, tmp_path):
         data={"train_per_category": 1, "eval_per_category": 1},
         reward={
             "learner": "bradley_terry",
-            "settings": {"warm_start_samples": 1, "max_new_tokens": 4},
+            "settings": {
+                "warm_start_samples": 2,
+                "warm_start_min_gap": 0.0,
+                "max_new_tokens": 8,
+            },
         },
         training={
             "steps": 1,
@@ -125,9 +160,19 @@ def test_reward_stage_samples_the_warm_start(plugins, tmp_path):
     optimize_inputs = json.loads((optimize_dir / "stage.json").read_text())["inputs"]
     assert reward_inputs["warm_start"].startswith("warm_start-")
     assert reward_inputs["warm_start"] == optimize_inputs["policy"]
-    sources = [
-        json.loads(line)["source"]
-        for line in (reward_dir / "pairs.jsonl").read_text().splitlines()
+    pairs = [
+        json.loads(line) for line in (reward_dir / "pairs.jsonl").read_text().splitlines()
     ]
-    assert sources.count(HARMFUL_WARM_PAIR) == 1
-    assert sources.count(BENIGN_WARM_PAIR) == 1
+    samples = {
+        json.loads(line)["sample"]
+        for line in (reward_dir / WARM_START_SAMPLES_FILE).read_text().splitlines()
+    }
+    warm = [
+        pair
+        for pair in pairs
+        if pair["source"] in (HARMFUL_WARM_PAIR, BENIGN_WARM_PAIR)
+    ]
+    assert warm
+    for pair in warm:
+        assert {pair["chosen"], pair["rejected"]} <= samples
+        assert pair["chosen"] != pair["rejected"]

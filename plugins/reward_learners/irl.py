@@ -174,6 +174,7 @@ class IRL(RewardLearner):
                 train,
                 out_dir,
                 count=settings.warm_start_samples,
+                min_gap=settings.warm_start_min_gap,
                 max_new_tokens=settings.max_new_tokens,
                 ctx=ctx,
             )

@@ -87,9 +87,16 @@ class RewardTrainingSettings:
     warm_start_samples: int = field(
         default=0,
         metadata={
-            "help": "Samples per train prompt drawn from the warm-started policy and "
-            "ranked below the prompt's demonstration; 0 draws none. Needs the "
-            "experiment's warm_start."
+            "help": "Samples per train prompt drawn from the warm-started policy; the one "
+            "closest to the prompt's demonstration (text-embedding cosine) is chosen "
+            "over the furthest. 0 draws none. Needs the experiment's warm_start."
+        },
+    )
+    warm_start_min_gap: float = field(
+        default=0.1,
+        metadata={
+            "help": "A prompt's warm-start samples make a pair only when their cosine "
+            "similarities to the demonstration differ by more than this."
         },
     )
 
@@ -107,9 +114,20 @@ class RewardTrainingSettings:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} is {value!r}; allowed: an integer >= 1")
         samples = self.warm_start_samples
-        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+        if (
+            not isinstance(samples, int)
+            or isinstance(samples, bool)
+            or samples < 0
+            or samples == 1
+        ):
             raise ValueError(
-                f"warm_start_samples is {samples!r}; allowed: an integer >= 0"
+                f"warm_start_samples is {samples!r}; allowed: 0, or an integer >= 2 "
+                "(a pair needs two samples of the same prompt)"
+            )
+        gap = self.warm_start_min_gap
+        if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 2:
+            raise ValueError(
+                f"warm_start_min_gap is {gap!r}; allowed: a number in [0, 2)"
             )
         if not isinstance(self.style_matched, bool):
             raise ValueError(
