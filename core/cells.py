@@ -308,15 +308,16 @@ def resolve_cell(
                 field=loc("scaler"),
                 value=config["scaler"],
             )
-        samples = getattr(reward_settings, "warm_start_samples", 0)
-        if optimizer.needs_reward and samples and warm_start is None:
-            raise ConfigError(
-                "the reward learner samples the warm-started policy, but this cell has "
-                "no warm_start; set warm_start, or set warm_start_samples to 0",
-                file=file,
-                field=loc("reward.settings.warm_start_samples"),
-                value=samples,
-            )
+        for name, off in (("warm_start_samples", "0"), ("warm_start_refusals", "false")):
+            value = getattr(reward_settings, name, None)
+            if optimizer.needs_reward and value and warm_start is None:
+                raise ConfigError(
+                    "the reward learner samples the warm-started policy, but this cell "
+                    f"has no warm_start; set warm_start, or set {name} to {off}",
+                    file=file,
+                    field=loc(f"reward.settings.{name}"),
+                    value=value,
+                )
 
     scaler_settings: dict[str, Any] = {}
     raw_scaler_settings = config["scaler_settings"] or {}

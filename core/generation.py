@@ -172,8 +172,13 @@ def generate_responses(
     show_progress: bool = True,
     description: str = "generating",
     trust_remote_code: bool = False,
+    response_prefix: str = "",
 ) -> list[str]:
     """Generate one chat response per prompt, in prompt order.
+
+    With ``response_prefix`` each response starts with that text, written after the chat
+    template's generation prompt, and the model continues it; the returned responses
+    include it.
 
     A prompt longer than the model's context minus ``max_new_tokens`` is cut from the
     left with a warning (see ``warn_long_prompts``).
@@ -195,7 +200,10 @@ def generate_responses(
     for start in tqdm(
         batches, desc=description, disable=not show_progress, unit="batch"
     ):
-        texts = [chat_text(tokenizer, p) for p in prompts[start : start + batch_size]]
+        texts = [
+            chat_text(tokenizer, p) + response_prefix
+            for p in prompts[start : start + batch_size]
+        ]
         encoded = encode_left_truncated(tokenizer, texts, limit)
         output = model.generate(
             **encoded,
@@ -208,4 +216,4 @@ def generate_responses(
         )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         responses.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return [r.strip() for r in responses]
+    return [(response_prefix + r).strip() for r in responses]

@@ -16,6 +16,11 @@ Two kinds of pair come out of a harm category's train split:
   Without them a reward model can separate the first kind by who wrote the response (the
   project or the base model) and reward drafted text as such. A policy trained against it
   then complies in the project's style, or drafts a refusal for every prompt.
+- with ``warm_start_refusals``, each benign train prompt's answer against the
+  warm-started policy's drafted refusal of that prompt (``benign_vs_warm_start_refusal``).
+  The policy writes it when its response is started with the first word of the
+  category's harmful demonstrations (the draft marker, ``Draft:`` in the built-in data),
+  so it is the on-topic refusal an over-refusing policy would write.
 - with ``warm_start_samples``, pairs of two samples of the warm-started policy for the
   same train prompt (harmful and benign): the one closer to the prompt's demonstration in
   text-embedding similarity is chosen (``harmful_vs_warm_start``, ``benign_vs_warm_start``).
@@ -57,6 +62,9 @@ STYLE_MATCHED_PAIRS = (ANSWER_PAIR, DRAFTED_REFUSAL_PAIR)
 HARMFUL_WARM_PAIR = "harmful_vs_warm_start"
 BENIGN_WARM_PAIR = "benign_vs_warm_start"
 WARM_START_SAMPLES_FILE = "warm_start_samples.jsonl"
+# A benign prompt's answer against the warm-started policy's drafted refusal of it.
+BENIGN_WARM_REFUSAL_PAIR = "benign_vs_warm_start_refusal"
+WARM_START_REFUSALS_FILE = "warm_start_refusals.jsonl"
 FILE_PAIR = "pairs_file"
 PAIR_FILE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -265,6 +273,62 @@ def warm_start_pairs(
         len(chosen),
         min_gap,
     )
+    return pairs
+
+
+def warm_start_refusal_pairs(
+    records: Sequence[Record],
+    out_dir: Path,
+    *,
+    max_new_tokens: int,
+    ctx: RunContext,
+    split: str = "train",
+) -> list[PreferencePair]:
+    """Pair each benign prompt's answer against the warm-started policy's drafted refusal.
+
+    The policy's greedy response to each benign prompt of ``split`` is started with the
+    first word of its category's first harmful demonstration. The refusals are written to
+    ``out_dir/warm_start_refusals.jsonl``.
+    """
+    from drirl.generation import generate_responses
+
+    if ctx.warm_start_model is None:
+        raise DrirlError(
+            "warm_start_refusals is true, but this run has no warm-started model to "
+            "sample; set the experiment's warm_start, or set warm_start_refusals to false"
+        )
+    train = select(records, split=split)
+    markers: dict[str, str] = {}
+    for record in select(train, kind="harmful"):
+        words = record.demonstration.split()
+        if words:
+            markers.setdefault(record.category, words[0])
+    benign = [r for r in select(train, kind="benign") if r.category in markers]
+    skipped = len(select(train, kind="benign")) - len(benign)
+    if skipped:
+        logger.warning(
+            "%d benign record(s) get no drafted refusal: their category has no harmful "
+            "train demonstration to take the draft marker from",
+            skipped,
+        )
+    pairs: list[PreferencePair] = []
+    rows: dict[str, dict] = {}
+    for marker in sorted({markers[record.category] for record in benign}):
+        group = [record for record in benign if markers[record.category] == marker]
+        refusals = generate_responses(
+            ctx.warm_start_model,
+            [record.prompt for record in group],
+            max_new_tokens=max_new_tokens,
+            seed=ctx.seed,
+            show_progress=ctx.show_progress,
+            description="warm-start drafted refusals",
+            trust_remote_code=ctx.trust_remote_code,
+            response_prefix=marker,
+        )
+        for record, refusal in zip(group, refusals, strict=True):
+            pairs.append(_pair(record, BENIGN_WARM_REFUSAL_PAIR, refusal))
+            rows[record.id] = {"id": record.id, "prompt": record.prompt, "sample": refusal}
+    _write_samples(Path(out_dir) / WARM_START_REFUSALS_FILE, rows)
     return pairs
 
 

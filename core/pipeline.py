@@ -216,7 +216,9 @@ class ExperimentRunner:
             if pairs_file:
                 reward_inputs["pairs_file_sha256"] = _file_digest(Path(pairs_file))
             reward_ctx = ctx
-            if getattr(cell.reward_settings, "warm_start_samples", 0):
+            if getattr(cell.reward_settings, "warm_start_samples", 0) or getattr(
+                cell.reward_settings, "warm_start_refusals", False
+            ):
                 reward_inputs["warm_start"] = start_id
                 reward_ctx = dataclasses.replace(ctx, warm_start_model=Path(start))
             reward_dir, reused = self.store.run(

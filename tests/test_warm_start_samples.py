@@ -12,10 +12,13 @@ from drirl.config import load_experiment
 from drirl.errors import ConfigError, DrirlError
 from drirl.pairs import (
     BENIGN_WARM_PAIR,
+    BENIGN_WARM_REFUSAL_PAIR,
     HARMFUL_WARM_PAIR,
+    WARM_START_REFUSALS_FILE,
     WARM_START_SAMPLES_FILE,
     ranked_pair,
     warm_start_pairs,
+    warm_start_refusal_pairs,
 )
 from drirl.pipeline import ExperimentRunner
 from drirl.plugins.reward_learners.bradley_terry import BradleyTerrySettings
@@ -85,11 +88,24 @@ def test_ranked_pair_needs_a_gap_above_the_minimum():
     assert ranked_pair(demonstration, samples, min_gap=gap - 1e-3)[:2] == (0, 1)
 
 
-def test_samples_without_warm_start_name_the_field(plugins):
+def test_refusals_flag_must_be_boolean():
+    with pytest.raises(ValueError, match="warm_start_refusals is 'yes'"):
+        BradleyTerrySettings(warm_start_refusals="yes")
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"warm_start_samples": 2}, "warm_start_samples"),
+        ({"warm_start_refusals": True}, "warm_start_refusals"),
+    ],
+)
+def test_samples_without_warm_start_name_the_field(plugins, settings, name):
+    raw = experiment(reward={"learner": "irl", "settings": settings})
     with pytest.raises(ConfigError) as error:
-        load_experiment(experiment(), plugins, file="exp.yaml")
+        load_experiment(raw, plugins, file="exp.yaml")
     message = str(error.value)
-    assert "field 'reward.settings.warm_start_samples'" in message
+    assert f"field 'reward.settings.{name}'" in message
     assert "set warm_start" in message
     assert "exp.yaml" in message
 
@@ -104,6 +120,33 @@ def test_pairs_need_a_warm_started_model(tmp_path):
         warm_start_pairs(
             RECORDS, tmp_path, count=2, min_gap=0.1, max_new_tokens=4, ctx=RunContext()
         )
+    with pytest.raises(DrirlError, match="no warm-started model"):
+        warm_start_refusal_pairs(
+            RECORDS, tmp_path, max_new_tokens=4, ctx=RunContext()
+        )
+
+
+@pytest.mark.slow
+def test_drafted_refusal_starts_with_the_draft_marker(embedded_policy, tmp_path, caplog):
+    orphan = Record(
+        "privacy-b0", "privacy", "benign", "How do I lock my phone?", "Use a PIN.", "train"
+    )
+    ctx = RunContext(show_progress=False, warm_start_model=embedded_policy)
+    pairs = warm_start_refusal_pairs(
+        [*RECORDS, orphan], tmp_path, max_new_tokens=6, ctx=ctx
+    )
+
+    (pair,) = pairs
+    assert pair.source == BENIGN_WARM_REFUSAL_PAIR
+    assert (pair.prompt, pair.chosen) == (RECORDS[1].prompt, RECORDS[1].demonstration)
+    assert pair.rejected.startswith("Draft:")
+    assert len(pair.rejected) > len("Draft:")
+    (row,) = [
+        json.loads(line)
+        for line in (tmp_path / WARM_START_REFUSALS_FILE).read_text().splitlines()
+    ]
+    assert row["sample"] == pair.rejected
+    assert "1 benign record(s) get no drafted refusal" in caplog.text
 
 
 @pytest.mark.slow
@@ -139,6 +182,7 @@ def test_reward_stage_samples_the_warm_start(plugins, tmp_path):
             "settings": {
                 "warm_start_samples": 2,
                 "warm_start_min_gap": 0.0,
+                "warm_start_refusals": True,
                 "max_new_tokens": 8,
             },
         },
@@ -172,6 +216,10 @@ def test_reward_stage_samples_the_warm_start(plugins, tmp_path):
         for pair in pairs
         if pair["source"] in (HARMFUL_WARM_PAIR, BENIGN_WARM_PAIR)
     ]
+    benign_prompts = {p["prompt"] for p in pairs if p["source"] == "benign_vs_refusal"}
+    refusals = [p for p in pairs if p["source"] == BENIGN_WARM_REFUSAL_PAIR]
+    assert benign_prompts
+    assert {p["prompt"] for p in refusals} == benign_prompts
     assert warm
     for pair in warm:
         assert {pair["chosen"], pair["rejected"]} <= samples

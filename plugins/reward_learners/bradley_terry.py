@@ -38,11 +38,11 @@ from drirl.pairs import (
     load_or_generate_samples,
     load_pairs_file,
     pairs_to_rows,
-    warm_start_pairs,
 )
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
     train_models,
+    warm_start_training_pairs,
 )
 from drirl.reward_model import load_scorer, write_manifest
 from drirl.routing import ROUTER_FILE, CentroidRouter, fill_categories
@@ -112,15 +112,7 @@ class BradleyTerry(RewardLearner):
             pairs = build_pairs(
                 train, samples, style_matched=settings.style_matched
             )
-        if settings.warm_start_samples:
-            pairs += warm_start_pairs(
-                train,
-                out_dir,
-                count=settings.warm_start_samples,
-                min_gap=settings.warm_start_min_gap,
-                max_new_tokens=settings.max_new_tokens,
-                ctx=ctx,
-            )
+        pairs += warm_start_training_pairs(train, out_dir, settings, ctx)
         if not pairs:
             raise DrirlError("the train records produced no preference pairs")
         _write_jsonl(out_dir / PAIRS_FILE, pairs_to_rows(pairs))

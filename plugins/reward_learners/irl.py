@@ -46,11 +46,11 @@ from drirl.pairs import (
     PreferencePair,
     build_pairs,
     pairs_to_rows,
-    warm_start_pairs,
 )
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
     train_models,
+    warm_start_training_pairs,
 )
 from drirl.reward_model import load_scorer, write_manifest
 from drirl.routing import ROUTER_FILE, CentroidRouter
@@ -169,18 +169,7 @@ class IRL(RewardLearner):
         rounds: list[dict[str, Any]] = []
         manifest: dict[str, Any] = {}
         # Drawn once: the warm-started policy does not change between rounds.
-        warm_pairs = (
-            warm_start_pairs(
-                train,
-                out_dir,
-                count=settings.warm_start_samples,
-                min_gap=settings.warm_start_min_gap,
-                max_new_tokens=settings.max_new_tokens,
-                ctx=ctx,
-            )
-            if settings.warm_start_samples
-            else []
-        )
+        warm_pairs = warm_start_training_pairs(train, out_dir, settings, ctx)
         try:
             for round_no in range(1, settings.rounds + 1):
                 manifest, summary = self._round(

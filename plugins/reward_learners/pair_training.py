@@ -30,10 +30,14 @@ from transformers import (
 )
 
 from drirl.atomic import atomic_folder
-from drirl.components import RunContext
+from drirl.components import Record, RunContext
 from drirl.errors import DrirlError
 from drirl.multihead_reward import MultiHeadRewardModel, multihead_tokenizer
-from drirl.pairs import PreferencePair
+from drirl.pairs import (
+    PreferencePair,
+    warm_start_pairs,
+    warm_start_refusal_pairs,
+)
 from drirl.reward_model import (
     MULTIHEAD_KEY,
     SINGLE_KEY,
@@ -99,6 +103,13 @@ class RewardTrainingSettings:
             "similarities to the demonstration differ by more than this."
         },
     )
+    warm_start_refusals: bool = field(
+        default=False,
+        metadata={
+            "help": "Rank each benign train prompt's answer above the warm-started "
+            "policy's drafted refusal of it. Needs the experiment's warm_start."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -128,6 +139,11 @@ class RewardTrainingSettings:
         if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 2:
             raise ValueError(
                 f"warm_start_min_gap is {gap!r}; allowed: a number in [0, 2)"
+            )
+        if not isinstance(self.warm_start_refusals, bool):
+            raise ValueError(
+                f"warm_start_refusals is {self.warm_start_refusals!r}; allowed: true or "
+                "false"
             )
         if not isinstance(self.style_matched, bool):
             raise ValueError(
@@ -495,3 +511,27 @@ def train_models(
             for key, r in results.items()
         }
     return manifest
+
+
+def warm_start_training_pairs(
+    train: Sequence[Record],
+    out_dir: Path,
+    settings: RewardTrainingSettings,
+    ctx: RunContext,
+) -> list[PreferencePair]:
+    """Return the pairs drawn from the warm-started policy that ``settings`` ask for."""
+    pairs: list[PreferencePair] = []
+    if settings.warm_start_samples:
+        pairs += warm_start_pairs(
+            train,
+            out_dir,
+            count=settings.warm_start_samples,
+            min_gap=settings.warm_start_min_gap,
+            max_new_tokens=settings.max_new_tokens,
+            ctx=ctx,
+        )
+    if settings.warm_start_refusals:
+        pairs += warm_start_refusal_pairs(
+            train, out_dir, max_new_tokens=settings.max_new_tokens, ctx=ctx
+        )
+    return pairs
