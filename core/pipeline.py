@@ -191,8 +191,9 @@ class ExperimentRunner:
 
         optimizer = self.plugins.get("optimizer", cell.optimizer)(cell.training)
         data_digest = _records_digest(train)
-        # The reward stage learns from the untrained model (and, with warm_start_samples,
-        # from the warm-started one's samples); the optimizer starts from the warm start.
+        # The reward stage learns from the untrained model, and also from the warm-started
+        # one's responses with warm_start_samples or warm_start_refusals. The optimizer
+        # starts from the warm start.
         start, start_id = policy, policy_id
         if cell.warm_start is not None:
             start, start_id = self._warm_start(

@@ -8,9 +8,10 @@ by default) and its settings:
       settings: {steps: 40, learning_rate: 5.0e-5}
 
 The warm start runs as its own stage on the train split before the cell's optimizer, so
-every cell with the same warm start shares one run. The reward stage still learns from the
-untrained model's samples; only the policy that the cell's optimizer trains starts from the
-warm-started weights. A cell with ``optimizer: none`` evaluates the warm-started model
+every cell with the same warm start shares one run. The reward stage learns from the
+untrained model's samples, and from the warm-started model's responses when the reward
+learner sets ``warm_start_samples`` or ``warm_start_refusals``. The policy that the cell's
+optimizer trains starts from the warm-started weights. A cell with ``optimizer: none`` evaluates the warm-started model
 itself. ``warm_start: null`` (the default, and the ``base`` preset's value) starts from the
 model itself.
 """
