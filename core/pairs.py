@@ -223,8 +223,8 @@ def warm_start_pairs(
             f"warm_start_samples is {count}, but this run has no warm-started model to "
             "sample; set the experiment's warm_start, or set warm_start_samples to 0"
         )
-    chosen = select(records, split=split)
-    prompts = [record.prompt for record in chosen for _ in range(count)]
+    split_records = select(records, split=split)
+    prompts = [record.prompt for record in split_records for _ in range(count)]
     logger.info(
         "sampling %d responses of the warm-started policy %s",
         len(prompts),
@@ -243,10 +243,10 @@ def warm_start_pairs(
     )
     encoder = load_text_encoder(ctx.text_encoder)
     sample_embeddings = encoder.encode(responses)
-    demo_embeddings = encoder.encode([record.demonstration for record in chosen])
+    demo_embeddings = encoder.encode([record.demonstration for record in split_records])
     pairs: list[PreferencePair] = []
     rows: dict[str, dict] = {}
-    for index, record in enumerate(chosen):
+    for index, record in enumerate(split_records):
         group = slice(index * count, (index + 1) * count)
         texts = responses[group]
         similarity = sample_embeddings[group] @ demo_embeddings[index]
@@ -270,7 +270,7 @@ def warm_start_pairs(
         "%d of %d prompts have warm-start samples more than %.2f apart in similarity "
         "to the demonstration; each gives one pair",
         len(pairs),
-        len(chosen),
+        len(split_records),
         min_gap,
     )
     return pairs
@@ -303,8 +303,9 @@ def warm_start_refusal_pairs(
         words = record.demonstration.split()
         if words:
             markers.setdefault(record.category, words[0])
-    benign = [r for r in select(train, kind="benign") if r.category in markers]
-    skipped = len(select(train, kind="benign")) - len(benign)
+    all_benign = select(train, kind="benign")
+    benign = [record for record in all_benign if record.category in markers]
+    skipped = len(all_benign) - len(benign)
     if skipped:
         logger.warning(
             "%d benign record(s) get no drafted refusal: their category has no harmful "
