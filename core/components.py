@@ -102,7 +102,11 @@ class RewardScorer(Protocol):
         responses: Sequence[str],
         categories: Sequence[str],
     ) -> torch.Tensor:
-        """Return one float32 reward per (prompt, response, category), shape (N,)."""
+        """Return one float32 reward per (prompt, response, category), shape (N,).
+
+        A scorer whose ``kind_heads`` attribute is true also takes ``kinds=``, each row's
+        prompt kind (see ``drirl.kind_heads``).
+        """
         ...
 
 
@@ -154,6 +158,8 @@ class ScalerBatch:
     group_ids: torch.Tensor
     rewards: torch.Tensor
     scorer: RewardScorer | None = None
+    # Each completion's prompt kind (harmful or benign), where the optimizer knows it.
+    kinds: list[str] | None = None
 
 
 class DifficultyScaler(Component):

@@ -23,6 +23,7 @@ from typing import Any
 
 from drirl.atomic import write_json_atomic, write_text_atomic
 from drirl.components import Metric, Record, RewardLearner, RunContext
+from drirl.kind_heads import score_with_kinds
 from drirl.pairs import (
     BENIGN_PAIR,
     HARMFUL_PAIR,
@@ -83,8 +84,14 @@ def evaluate_reward_models(
     if pairs:
         prompts = [p.prompt for p in pairs]
         categories = [p.category for p in pairs]
-        chosen = scorer.score(prompts, [p.chosen for p in pairs], categories)
-        rejected = scorer.score(prompts, [p.rejected for p in pairs], categories)
+        kind_of = {record.id: record.kind for record in evaluation}
+        kinds = [kind_of.get(p.record_id) for p in pairs]
+        chosen = score_with_kinds(
+            scorer, prompts, [p.chosen for p in pairs], categories, kinds
+        )
+        rejected = score_with_kinds(
+            scorer, prompts, [p.rejected for p in pairs], categories, kinds
+        )
         correct = (chosen > rejected).tolist()
         metrics = accuracy_metrics(pairs, correct)
         for pair, good, c, r in zip(pairs, correct, chosen.tolist(), rejected.tolist()):

@@ -324,6 +324,8 @@ def load_scorer(
 
     A ``multihead`` folder loads as a ``MultiHeadScorer``, any other as a
     ``RewardModelScorer``. Both score with ``score(prompts, responses, categories)``.
+    A folder trained with ``kind_heads`` wraps that scorer in a
+    ``drirl.kind_heads.KindHeadScorer``, which also takes each row's prompt kind.
     """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
@@ -354,4 +356,9 @@ def load_scorer(
     router_path = out_dir / ROUTER_FILE
     if router_path.is_file():
         scorer.router_path = router_path
+    if manifest.get("kind_heads"):
+        from drirl.kind_heads import KIND_ROUTER_FILE, KindHeadScorer
+
+        kind_router = out_dir / KIND_ROUTER_FILE
+        return KindHeadScorer(scorer, kind_router if kind_router.is_file() else None)
     return scorer

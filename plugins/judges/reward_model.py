@@ -42,6 +42,7 @@ from drirl import hookimpl
 from drirl.components import Judge, Judgement, JudgeRun, Record
 from drirl.hookspecs import Register
 from drirl.judging import JudgeError, check_lengths, records_by_prompt
+from drirl.kind_heads import score_with_kinds
 from drirl.reward_model import MANIFEST, RewardModelScorer, load_scorer
 
 logger = logging.getLogger(__name__)
@@ -155,10 +156,12 @@ class RewardModelJudge(Judge):
             i for i in known if self._records[prompts[i]].category in scorer.routes
         ]
         if routed:
-            rewards[routed] = scorer.score(
+            rewards[routed] = score_with_kinds(
+                scorer,
                 [prompts[i] for i in routed],
                 [responses[i] for i in routed],
                 [self._records[prompts[i]].category for i in routed],
+                [self._records[prompts[i]].kind for i in routed],
             )
         others = sorted(set(range(len(prompts))) - set(routed))
         if others:

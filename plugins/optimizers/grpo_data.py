@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from drirl.components import OptimizerSettings, Record, RewardScorer
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, chat_text
+from drirl.kind_heads import score_with_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ def make_reward_function(
 ) -> Callable[..., list[float | None]]:
     """Wrap a scorer as a TRL reward function that routes each prompt by its category.
 
+    A scorer with heads per prompt kind also gets each prompt's ``kind`` column.
+
     With ``nonfinite_rewards="mask"`` a NaN or infinite reward is returned as None, which
     TRL treats as unscorable: the completion is left out of its group's mean and spread and
     gets advantage 0. With ``"raise"`` it stops training with a ``NonFiniteRewardError``.
@@ -227,7 +230,14 @@ def make_reward_function(
         **kwargs: Any,
     ) -> list[float | None]:
         texts = [completion_text(completion) for completion in completions]
-        scores = scorer.score(list(prompt_text), texts, list(category))
+        kinds = kwargs.get("kind")
+        scores = score_with_kinds(
+            scorer,
+            list(prompt_text),
+            texts,
+            list(category),
+            list(kinds) if kinds is not None else None,
+        )
         values = (
             torch.as_tensor(scores, dtype=torch.float32)
             .detach()

@@ -130,6 +130,7 @@ class ScaledGRPOTrainer(GRPOTrainer):
             group_ids=group_ids,
             rewards=rewards,
             scorer=self.scorer,
+            kinds=column("kind") if rows and "kind" in rows[0] else None,
         )
 
     def _record_metrics(

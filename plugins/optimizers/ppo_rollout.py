@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from drirl.components import Record, RewardScorer
 from drirl.generation import chat_text
+from drirl.kind_heads import score_with_kinds
 from drirl.plugins.optimizers.grpo_data import NonFiniteRewardError
 from drirl.plugins.optimizers.ppo_data import PPOSettings
 from drirl.plugins.optimizers.ppo_math import completion_mask
@@ -66,7 +67,8 @@ def score_completions(
     """Return one finite float32 reward per completion; raise on a NaN or infinite one."""
     prompts = [record.prompt for record in records]
     categories = [record.category for record in records]
-    scores = scorer.score(prompts, list(completions), categories)
+    kinds = [record.kind for record in records]
+    scores = score_with_kinds(scorer, prompts, list(completions), categories, kinds)
     scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu().reshape(-1)
     if scores.numel() != len(completions):
         raise ValueError(

@@ -41,6 +41,7 @@ from drirl.pairs import (
 )
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
+    kind_head_pairs,
     train_models,
     warm_start_training_pairs,
 )
@@ -115,6 +116,7 @@ class BradleyTerry(RewardLearner):
         pairs += warm_start_training_pairs(train, out_dir, settings, ctx)
         if not pairs:
             raise DrirlError("the train records produced no preference pairs")
+        pairs = kind_head_pairs(pairs, train, out_dir, settings, ctx)
         _write_jsonl(out_dir / PAIRS_FILE, pairs_to_rows(pairs))
 
         manifest = train_models(Path(policy_path), pairs, out_dir, settings, ctx)

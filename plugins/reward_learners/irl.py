@@ -49,6 +49,7 @@ from drirl.pairs import (
 )
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
+    kind_head_pairs,
     train_models,
     warm_start_training_pairs,
 )
@@ -229,6 +230,7 @@ class IRL(RewardLearner):
         samples = {record.id: text for record, text in zip(harmful, responses)}
         pairs = build_pairs(train, samples, style_matched=settings.style_matched)
         pairs += warm_pairs
+        pairs = kind_head_pairs(pairs, train, out_dir, settings, ctx)
         _write_jsonl(
             out_dir / ROUNDS_DIR / f"round_{round_no}.jsonl", pairs_to_rows(pairs)
         )

@@ -32,6 +32,12 @@ from transformers import (
 from drirl.atomic import atomic_folder
 from drirl.components import Record, RunContext
 from drirl.errors import DrirlError
+from drirl.kind_heads import (
+    KIND_ROUTER_FILE,
+    fit_kind_router,
+    is_benign_head,
+    qualify_pairs,
+)
 from drirl.multihead_reward import MultiHeadRewardModel, multihead_tokenizer
 from drirl.pairs import (
     PreferencePair,
@@ -52,6 +58,7 @@ from drirl.reward_model import (
 logger = logging.getLogger(__name__)
 
 MODES = ("single", "separate", "multihead")
+SINGLE_BENIGN_KEY = SINGLE_KEY + "-benign"
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,14 @@ class RewardTrainingSettings:
             "similarities to the demonstration differ by more than this."
         },
     )
+    kind_heads: bool = field(
+        default=False,
+        metadata={
+            "help": "Score benign look-alike prompts with their own head (or model) per "
+            "category, so refusing wins on harmful prompts and answering on benign ones "
+            "without one head having to tell the two apart."
+        },
+    )
     warm_start_refusals: bool = field(
         default=False,
         metadata={
@@ -145,6 +160,10 @@ class RewardTrainingSettings:
                 f"warm_start_refusals is {self.warm_start_refusals!r}; allowed: true or "
                 "false"
             )
+        if not isinstance(self.kind_heads, bool):
+            raise ValueError(
+                f"kind_heads is {self.kind_heads!r}; allowed: true or false"
+            )
         if not isinstance(self.style_matched, bool):
             raise ValueError(
                 f"style_matched is {self.style_matched!r}; allowed: true or false"
@@ -161,7 +180,13 @@ def model_groups(
     """Return the categories each model key serves, and the key of each category."""
     categories = sorted(categories)
     if mode == "single":
-        groups = {SINGLE_KEY: categories}
+        # Benign heads (``kind_heads``) get a second model, so one model never learns both.
+        harmful = [c for c in categories if not is_benign_head(c)]
+        benign = [c for c in categories if is_benign_head(c)]
+        groups = {SINGLE_KEY: harmful}
+        if benign:
+            groups[SINGLE_BENIGN_KEY] = benign
+        groups = {key: members for key, members in groups.items() if members}
     elif mode == "multihead":
         groups = {MULTIHEAD_KEY: categories}
     elif mode == "separate":
@@ -495,6 +520,7 @@ def train_models(
 
     manifest: dict[str, Any] = {
         "mode": settings.mode,
+        "kind_heads": settings.kind_heads,
         "categories": categories,
         "models": {key: key for key in groups},
         "routes": routes,
@@ -535,3 +561,21 @@ def warm_start_training_pairs(
             train, out_dir, max_new_tokens=settings.max_new_tokens, ctx=ctx
         )
     return pairs
+
+
+def kind_head_pairs(
+    pairs: Sequence[PreferencePair],
+    train: Sequence[Record],
+    out_dir: Path,
+    settings: RewardTrainingSettings,
+    ctx: RunContext,
+) -> list[PreferencePair]:
+    """Return ``pairs`` named by the head they train, saving the kind router.
+
+    Without ``kind_heads`` the pairs come back unchanged.
+    """
+    if not settings.kind_heads:
+        return list(pairs)
+    router = fit_kind_router(train, ctx.text_encoder)
+    router.save(Path(out_dir) / KIND_ROUTER_FILE)
+    return qualify_pairs(pairs, train, router)

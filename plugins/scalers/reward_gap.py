@@ -22,6 +22,7 @@ from drirl import hookimpl
 from drirl.components import DifficultyScaler, RunContext, ScalerBatch
 from drirl.errors import DrirlError
 from drirl.hookspecs import Register
+from drirl.kind_heads import score_with_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +108,14 @@ class RewardGapScaler(DifficultyScaler):
         # Demonstration rewards per (prompt, demonstration, category), for one scorer.
         # The reward model is frozen while a policy trains against it, so each
         # demonstration is scored once per run rather than once per step.
-        self._cache: dict[tuple[str, str, str], float] = {}
+        self._cache: dict[tuple[str, str, str, str | None], float] = {}
         self._cache_scorer: object | None = None
 
     def demonstration_rewards(self, batch: ScalerBatch) -> torch.Tensor:
         """Return the demonstration's reward for each completion.
 
-        Each distinct (prompt, demonstration, category) is scored once per scorer object.
+        Each distinct (prompt, demonstration, category, kind) is scored once per scorer
+        object.
         NOTE: a scorer whose weights change in place between calls would get stale
         rewards; pass a new scorer object after each reward-model update.
         """
@@ -126,13 +128,18 @@ class RewardGapScaler(DifficultyScaler):
         if self._cache_scorer is not batch.scorer:
             self._cache = {}
             self._cache_scorer = batch.scorer
-        keys = list(zip(batch.prompts, batch.demonstrations, batch.categories))
+        kinds = batch.kinds if batch.kinds is not None else [None] * len(batch.prompts)
+        keys = list(
+            zip(batch.prompts, batch.demonstrations, batch.categories, kinds)
+        )
         missing = [key for key in dict.fromkeys(keys) if key not in self._cache]
         if missing:
-            scores = batch.scorer.score(
+            scores = score_with_kinds(
+                batch.scorer,
                 [key[0] for key in missing],
                 [key[1] for key in missing],
                 [key[2] for key in missing],
+                [key[3] for key in missing] if batch.kinds is not None else None,
             )
             scores = (
                 torch.as_tensor(scores, dtype=torch.float32).detach().cpu().reshape(-1)
