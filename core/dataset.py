@@ -153,3 +153,18 @@ def balance(records: Sequence[Record], per_category: int | None = None) -> list[
 def count_by_category(records: Iterable[Record]) -> Counter[tuple[str, str, str]]:
     """Count records per (category, kind, split)."""
     return Counter((r.category, r.kind, r.split) for r in records)
+
+
+def balanced_by_kind(records: Sequence[Record]) -> list[Record]:
+    """Repeat each kind's records in turn until every kind has as many as the largest.
+
+    The records keep their order; the repeats follow them. A single kind is returned as it is.
+    """
+    by_kind: dict[str, list[Record]] = {}
+    for record in records:
+        by_kind.setdefault(record.kind, []).append(record)
+    largest = max(len(group) for group in by_kind.values())
+    balanced = list(records)
+    for group in by_kind.values():
+        balanced.extend(group[i % len(group)] for i in range(largest - len(group)))
+    return balanced

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from drirl.components import OptimizerSettings, RunContext
 from drirl.config import load_experiment
 from drirl.errors import ConfigError
+from drirl.dataset import balanced_by_kind
 from drirl.generation import chat_text
 from drirl.plugins.optimizers.sft import (
     SFT,
     SFTSettings,
-    balanced_by_kind,
     build_sft_dataset,
     build_sft_trainer,
 )

@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from drirl.components import OptimizerSettings, Record, RewardScorer
+from drirl.dataset import balanced_by_kind
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, chat_text
 from drirl.kind_heads import score_with_kinds
@@ -50,7 +51,9 @@ class GRPOSettings(OptimizerSettings):
     step contains ``batch_size / num_generations`` prompts. ``nonfinite_rewards`` sets what
     a NaN or infinite reward does. With ``raise`` training stops with the prompt and value
     named. With ``mask`` that completion is left out of its group's statistics and gets
-    advantage 0.
+    advantage 0. With ``balance_kinds`` the train prompts of the rarer kind (harmful or
+    benign) are repeated until both kinds are equally many, so benign look-alikes get as
+    many groups as harmful prompts.
     ``trl_args`` passes further GRPOConfig fields through unchanged (for example
     ``gradient_accumulation_steps`` or ``loss_type``).
     """
@@ -59,6 +62,7 @@ class GRPOSettings(OptimizerSettings):
     temperature: float = 1.0
     logging_steps: int = 1
     nonfinite_rewards: str = "raise"
+    balance_kinds: bool = False
     trl_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +113,12 @@ class GRPOSettings(OptimizerSettings):
             ", ".join(NONFINITE_POLICIES),
         )
         _require(
+            isinstance(self.balance_kinds, bool),
+            "balance_kinds",
+            self.balance_kinds,
+            "true or false",
+        )
+        _require(
             isinstance(self.trl_args, dict),
             "trl_args",
             self.trl_args,
@@ -120,11 +130,14 @@ class GRPOSettings(OptimizerSettings):
         return dataclasses.asdict(self)
 
 
-def train_records(records: Sequence[Record], seed: int) -> list[Record]:
+def train_records(
+    records: Sequence[Record], seed: int, *, balance_kinds: bool = False
+) -> list[Record]:
     """Return the train split, harmful and benign alike, shuffled with ``seed``.
 
     Benign look-alikes stay in the training data so that batches reward helpful responses
     to them. Without them, refusing every prompt is the cheapest way to a high reward.
+    With ``balance_kinds`` the rarer kind's records are repeated to match the other's count.
     """
     train = [record for record in records if record.split == "train"]
     if not train:
@@ -137,6 +150,8 @@ def train_records(records: Sequence[Record], seed: int) -> list[Record]:
             "the training prompts contain no benign look-alikes; the policy may learn to "
             "refuse everything"
         )
+    if balance_kinds:
+        train = balanced_by_kind(train)
     random.Random(seed).shuffle(train)
     return train
 
@@ -146,6 +161,8 @@ def build_train_dataset(
     tokenizer: PreTrainedTokenizerBase,
     max_prompt_length: int,
     seed: int,
+    *,
+    balance_kinds: bool = False,
 ) -> Dataset:
     """Build TRL's conversational prompt dataset from the train split.
 
@@ -162,7 +179,7 @@ def build_train_dataset(
         "kind": [],
     }
     too_long = []
-    for record in train_records(records, seed):
+    for record in train_records(records, seed, balance_kinds=balance_kinds):
         length = len(
             tokenizer(chat_text(tokenizer, record.prompt), add_special_tokens=False)[
                 "input_ids"

@@ -134,7 +134,11 @@ def run_grpo(
         policy_path, padding_side="left", trust_remote_code=ctx.trust_remote_code
     )
     dataset = build_train_dataset(
-        records, tokenizer, settings.max_prompt_length, ctx.seed
+        records,
+        tokenizer,
+        settings.max_prompt_length,
+        ctx.seed,
+        balance_kinds=settings.balance_kinds,
     )
     model = AutoModelForCausalLM.from_pretrained(
         policy_path, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code

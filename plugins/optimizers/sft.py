@@ -30,6 +30,7 @@ from drirl.components import (
     RunContext,
     TrainResult,
 )
+from drirl.dataset import balanced_by_kind
 from drirl.distributed import is_main_process
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, load_tokenizer
@@ -142,21 +143,6 @@ def build_sft_dataset(
             "category": [record.category for record in usable],
         }
     )
-
-
-def balanced_by_kind(records: Sequence[Record]) -> list[Record]:
-    """Repeat each kind's records in turn until every kind has as many as the largest.
-
-    The records keep their order; the repeats follow them. A single kind is returned as it is.
-    """
-    by_kind: dict[str, list[Record]] = {}
-    for record in records:
-        by_kind.setdefault(record.kind, []).append(record)
-    largest = max(len(group) for group in by_kind.values())
-    balanced = list(records)
-    for group in by_kind.values():
-        balanced.extend(group[i % len(group)] for i in range(largest - len(group)))
-    return balanced
 
 
 def build_sft_config(
