@@ -158,7 +158,7 @@ class ScalerBatch:
     group_ids: torch.Tensor
     rewards: torch.Tensor
     scorer: RewardScorer | None = None
-    # Each completion's prompt kind (harmful or benign), where the optimizer knows it.
+    # Each completion's prompt kind (harmful or benign), or None where the optimizer has none.
     kinds: list[str] | None = None
 
 

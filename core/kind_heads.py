@@ -24,6 +24,7 @@ import torch
 from drirl.components import Record, RewardScorer
 from drirl.errors import DrirlError
 from drirl.pairs import PreferencePair
+from drirl.reward_model import route_missing
 
 KINDS = ("benign", "harmful")
 BENIGN_SUFFIX = ":benign"
@@ -161,8 +162,6 @@ class KindHeadScorer:
             for index, kind in zip(missing, self.kinds_of([prompts[i] for i in missing])):
                 filled[index] = kind
         # A category left empty is routed by the inner scorer's category router first.
-        from drirl.reward_model import route_missing
-
         categories = route_missing(self.inner, prompts, categories)
         heads = [head_category(c, k) for c, k in zip(categories, filled)]
         return self.inner.score(prompts, responses, heads)

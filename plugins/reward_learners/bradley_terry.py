@@ -42,6 +42,7 @@ from drirl.pairs import (
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
     kind_head_pairs,
+    save_kind_router,
     train_models,
     warm_start_training_pairs,
 )
@@ -116,7 +117,8 @@ class BradleyTerry(RewardLearner):
         pairs += warm_start_training_pairs(train, out_dir, settings, ctx)
         if not pairs:
             raise DrirlError("the train records produced no preference pairs")
-        pairs = kind_head_pairs(pairs, train, out_dir, settings, ctx)
+        kind_router = save_kind_router(train, out_dir, settings, ctx)
+        pairs = kind_head_pairs(pairs, train, kind_router)
         _write_jsonl(out_dir / PAIRS_FILE, pairs_to_rows(pairs))
 
         manifest = train_models(Path(policy_path), pairs, out_dir, settings, ctx)

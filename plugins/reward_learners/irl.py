@@ -50,6 +50,7 @@ from drirl.pairs import (
 from drirl.plugins.reward_learners.pair_training import (
     RewardTrainingSettings,
     kind_head_pairs,
+    save_kind_router,
     train_models,
     warm_start_training_pairs,
 )
@@ -171,10 +172,18 @@ class IRL(RewardLearner):
         manifest: dict[str, Any] = {}
         # Drawn once: the warm-started policy does not change between rounds.
         warm_pairs = warm_start_training_pairs(train, out_dir, settings, ctx)
+        kind_router = save_kind_router(train, out_dir, settings, ctx)
         try:
             for round_no in range(1, settings.rounds + 1):
                 manifest, summary = self._round(
-                    round_no, Path(policy_path), policy, train, warm_pairs, out_dir, ctx
+                    round_no,
+                    Path(policy_path),
+                    policy,
+                    train,
+                    warm_pairs,
+                    out_dir,
+                    ctx,
+                    kind_router=kind_router,
                 )
                 logger.info(
                     "IRL round %d: moving the policy %d step(s) with %s",
@@ -207,10 +216,13 @@ class IRL(RewardLearner):
         warm_pairs: Sequence[PreferencePair],
         out_dir: Path,
         ctx: RunContext,
+        *,
+        kind_router: Any = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Sample the policy, update the reward model(s) and write the manifest.
 
         ``warm_pairs`` (the warm-started policy's samples) join every round's pairs.
+        With ``kind_router`` each pair is named by the head it trains.
         """
         from drirl.generation import generate_responses
 
@@ -230,7 +242,7 @@ class IRL(RewardLearner):
         samples = {record.id: text for record, text in zip(harmful, responses)}
         pairs = build_pairs(train, samples, style_matched=settings.style_matched)
         pairs += warm_pairs
-        pairs = kind_head_pairs(pairs, train, out_dir, settings, ctx)
+        pairs = kind_head_pairs(pairs, train, kind_router)
         _write_jsonl(
             out_dir / ROUNDS_DIR / f"round_{round_no}.jsonl", pairs_to_rows(pairs)
         )

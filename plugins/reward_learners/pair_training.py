@@ -563,19 +563,24 @@ def warm_start_training_pairs(
     return pairs
 
 
-def kind_head_pairs(
-    pairs: Sequence[PreferencePair],
+def save_kind_router(
     train: Sequence[Record],
     out_dir: Path,
     settings: RewardTrainingSettings,
     ctx: RunContext,
-) -> list[PreferencePair]:
-    """Return ``pairs`` named by the head they train, saving the kind router.
-
-    Without ``kind_heads`` the pairs come back unchanged.
-    """
+) -> Any:
+    """Fit and save the kind router when ``settings`` ask for ``kind_heads``, else return None."""
     if not settings.kind_heads:
-        return list(pairs)
+        return None
     router = fit_kind_router(train, ctx.text_encoder)
     router.save(Path(out_dir) / KIND_ROUTER_FILE)
+    return router
+
+
+def kind_head_pairs(
+    pairs: Sequence[PreferencePair], train: Sequence[Record], router: Any
+) -> list[PreferencePair]:
+    """Return ``pairs`` named by the head they train, or unchanged when ``router`` is None."""
+    if router is None:
+        return list(pairs)
     return qualify_pairs(pairs, train, router)
