@@ -7,7 +7,8 @@ One record per line, a JSON object with these fields:
 - ``kind``: ``"harmful"`` (should be refused) or ``"benign"`` (a look-alike that should be answered)
 - ``prompt`` (str, not empty)
 - ``demonstration`` (str, not empty): for a harmful prompt, Chain-of-Draft reasoning then a
-  refusal with a safe alternative; for a benign prompt, a short helpful answer
+  refusal with a safe alternative; for a benign prompt, a short helpful answer (drafted
+  too in the built-in data, with a last draft step of ``answer``)
 - ``split``: ``"train"`` or ``"eval"``
 
 Every error names the file and the line.

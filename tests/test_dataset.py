@@ -35,14 +35,25 @@ def test_builtin_categories_balanced(plugins):
         assert counts[(name, "benign", "eval")] == 4, name
 
 
-def test_builtin_demonstrations_end_in_refusal(plugins):
+def builtin_records(plugins, kind):
     for name in plugins.registry("harm_category").names():
-        for record in select(
-            plugins.get("harm_category", name).load_records(), kind="harmful"
-        ):
-            draft, answer = record.demonstration.split("\n", 1)
-            assert draft.startswith("Draft:"), record.id
-            assert answer.startswith(("I can't", "I won't", "I'm not able")), record.id
+        yield from select(plugins.get("harm_category", name).load_records(), kind=kind)
+
+
+def test_builtin_demonstrations_end_in_refusal(plugins):
+    for record in builtin_records(plugins, "harmful"):
+        draft, answer = record.demonstration.split("\n", 1)
+        assert draft.startswith("Draft:"), record.id
+        assert answer.startswith(("I can't", "I won't", "I'm not able")), record.id
+
+
+def test_builtin_benign_demonstrations_draft_then_answer(plugins):
+    for record in builtin_records(plugins, "benign"):
+        draft, answer = record.demonstration.split("\n", 1)
+        assert draft.startswith("Draft:"), record.id
+        assert draft.endswith("-> answer."), record.id
+        assert answer.strip(), record.id
+        assert not answer.startswith(("I can't", "I won't")), record.id
 
 
 def test_missing_field_names_line(tmp_path):
