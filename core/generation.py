@@ -172,17 +172,26 @@ def generate_responses(
     show_progress: bool = True,
     description: str = "generating",
     trust_remote_code: bool = False,
-    response_prefix: str = "",
+    response_prefix: str | Sequence[str] = "",
 ) -> list[str]:
     """Generate one chat response per prompt, in prompt order.
 
     With ``response_prefix`` each response starts with that text, written after the chat
     template's generation prompt, and the model continues it; the returned responses
-    include it.
+    include it. A sequence gives one prefix per prompt.
 
     A prompt longer than the model's context minus ``max_new_tokens`` is cut from the
     left with a warning (see ``warn_long_prompts``).
     """
+    if isinstance(response_prefix, str):
+        prefixes = [response_prefix] * len(prompts)
+    else:
+        prefixes = list(response_prefix)
+        if len(prefixes) != len(prompts):
+            raise ValueError(
+                f"response_prefix has {len(prefixes)} prefixes for {len(prompts)} prompts; "
+                "give one per prompt, or a single string for all"
+            )
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         model_path, dtype=torch.float32, trust_remote_code=trust_remote_code
@@ -201,8 +210,10 @@ def generate_responses(
         batches, desc=description, disable=not show_progress, unit="batch"
     ):
         texts = [
-            chat_text(tokenizer, p) + response_prefix
-            for p in prompts[start : start + batch_size]
+            chat_text(tokenizer, prompt) + prefix
+            for prompt, prefix in zip(
+                prompts[start : start + batch_size], prefixes[start : start + batch_size]
+            )
         ]
         encoded = encode_left_truncated(tokenizer, texts, limit)
         output = model.generate(
@@ -216,4 +227,4 @@ def generate_responses(
         )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         responses.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return [(response_prefix + r).strip() for r in responses]
+    return [(prefix + r).strip() for prefix, r in zip(prefixes, responses)]

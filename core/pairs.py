@@ -18,9 +18,9 @@ Two kinds of pair come out of a harm category's train split:
   then complies in the project's style, or drafts a refusal for every prompt.
 - with ``warm_start_refusals``, each benign train prompt's answer against the
   warm-started policy's drafted refusal of that prompt (``benign_vs_warm_start_refusal``).
-  The policy writes it when its response is started with the first word of the
-  category's harmful demonstrations (the draft marker, ``Draft:`` in the built-in data),
-  so it is the on-topic refusal an over-refusing policy would write.
+  The policy writes it when its response is started with the benign demonstration's
+  draft turned to a refusal (``drafted_refusal_prefix``), so it is the on-topic refusal an
+  over-refusing policy would write.
 - with ``warm_start_samples``, pairs of two samples of the warm-started policy for the
   same train prompt (harmful and benign): the one closer to the prompt's demonstration in
   text-embedding similarity is chosen (``harmful_vs_warm_start``, ``benign_vs_warm_start``).
@@ -276,6 +276,34 @@ def warm_start_pairs(
     return pairs
 
 
+def drafted_refusal_prefix(answer: str, refusal: str) -> str:
+    """Return the text that the warm-started policy's refusal of a benign prompt starts with.
+
+    ``answer`` is the benign prompt's demonstration and ``refusal`` a harmful demonstration
+    of its category. When both open with the same draft marker, and both first lines have
+    two or more ``->`` steps, the prefix is the answer's draft line up to its last step.
+    The first word of the refusal draft's last step ends it. For example, ``Draft: stealing
+    bases -> baseball tactic -> answer.`` gives ``Draft: stealing bases -> baseball tactic
+    -> decline``, and the policy refuses the prompt in its own words after that. Otherwise
+    the prefix is the refusal's first word, the draft marker alone.
+    """
+    words = refusal.split()
+    if not words:
+        return ""
+    marker = words[0]
+    answer_steps = answer.split("\n", 1)[0].split("->")
+    refusal_steps = refusal.split("\n", 1)[0].split("->")
+    decision = refusal_steps[-1].split()
+    if (
+        answer.split()[:1] == [marker]
+        and len(answer_steps) >= 2
+        and len(refusal_steps) >= 2
+        and decision
+    ):
+        return "->".join(answer_steps[:-1]) + "-> " + decision[0].rstrip(",.;:")
+    return marker
+
+
 def warm_start_refusal_pairs(
     records: Sequence[Record],
     out_dir: Path,
@@ -287,8 +315,8 @@ def warm_start_refusal_pairs(
     """Pair each benign prompt's answer against the warm-started policy's drafted refusal.
 
     The policy's greedy response to each benign prompt of ``split`` is started with the
-    first word of its category's first harmful demonstration. The refusals are written to
-    ``out_dir/warm_start_refusals.jsonl``.
+    ``drafted_refusal_prefix`` of its demonstration and its category's first harmful
+    demonstration. The refusals are written to ``out_dir/warm_start_refusals.jsonl``.
     """
     from drirl.generation import generate_responses
 
@@ -298,13 +326,12 @@ def warm_start_refusal_pairs(
             "sample; set the experiment's warm_start, or set warm_start_refusals to false"
         )
     train = select(records, split=split)
-    markers: dict[str, str] = {}
+    first_refusal: dict[str, str] = {}
     for record in select(train, kind="harmful"):
-        words = record.demonstration.split()
-        if words:
-            markers.setdefault(record.category, words[0])
+        if record.demonstration.split():
+            first_refusal.setdefault(record.category, record.demonstration)
     all_benign = select(train, kind="benign")
-    benign = [record for record in all_benign if record.category in markers]
+    benign = [record for record in all_benign if record.category in first_refusal]
     skipped = len(all_benign) - len(benign)
     if skipped:
         logger.warning(
@@ -312,23 +339,27 @@ def warm_start_refusal_pairs(
             "train demonstration to take the draft marker from",
             skipped,
         )
+    if not benign:
+        _write_samples(Path(out_dir) / WARM_START_REFUSALS_FILE, {})
+        return []
+    refusals = generate_responses(
+        ctx.warm_start_model,
+        [record.prompt for record in benign],
+        max_new_tokens=max_new_tokens,
+        seed=ctx.seed,
+        show_progress=ctx.show_progress,
+        description="warm-start drafted refusals",
+        trust_remote_code=ctx.trust_remote_code,
+        response_prefix=[
+            drafted_refusal_prefix(record.demonstration, first_refusal[record.category])
+            for record in benign
+        ],
+    )
     pairs: list[PreferencePair] = []
     rows: dict[str, dict] = {}
-    for marker in sorted({markers[record.category] for record in benign}):
-        group = [record for record in benign if markers[record.category] == marker]
-        refusals = generate_responses(
-            ctx.warm_start_model,
-            [record.prompt for record in group],
-            max_new_tokens=max_new_tokens,
-            seed=ctx.seed,
-            show_progress=ctx.show_progress,
-            description="warm-start drafted refusals",
-            trust_remote_code=ctx.trust_remote_code,
-            response_prefix=marker,
-        )
-        for record, refusal in zip(group, refusals, strict=True):
-            pairs.append(_pair(record, BENIGN_WARM_REFUSAL_PAIR, refusal))
-            rows[record.id] = {"id": record.id, "prompt": record.prompt, "sample": refusal}
+    for record, refusal in zip(benign, refusals, strict=True):
+        pairs.append(_pair(record, BENIGN_WARM_REFUSAL_PAIR, refusal))
+        rows[record.id] = {"id": record.id, "prompt": record.prompt, "sample": refusal}
     _write_samples(Path(out_dir) / WARM_START_REFUSALS_FILE, rows)
     return pairs
 

@@ -16,6 +16,7 @@ from drirl.pairs import (
     HARMFUL_WARM_PAIR,
     WARM_START_REFUSALS_FILE,
     WARM_START_SAMPLES_FILE,
+    drafted_refusal_prefix,
     ranked_pair,
     warm_start_pairs,
     warm_start_refusal_pairs,
@@ -126,26 +127,66 @@ def test_pairs_need_a_warm_started_model(tmp_path):
         )
 
 
+REFUSAL = RECORDS[0].demonstration
+
+
+def test_drafted_answer_turns_into_a_drafted_refusal():
+    answer = "Draft: sock thief cat -> playful nickname -> answer.\nSir Sockington."
+    assert (
+        drafted_refusal_prefix(answer, REFUSAL)
+        == "Draft: sock thief cat -> playful nickname -> decline"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "How about Sir Sockington?",
+        "Draft: one step only.\nSir Sockington.",
+        "Outline: sock thief -> nickname -> answer.\nSir Sockington.",
+    ],
+)
+def test_answer_without_a_matching_draft_gets_the_marker_alone(answer):
+    assert drafted_refusal_prefix(answer, REFUSAL) == "Draft:"
+
+
+def test_refusal_without_draft_steps_gives_its_first_word():
+    answer = "Draft: sock thief -> nickname -> answer.\nSir Sockington."
+    assert drafted_refusal_prefix(answer, "Sorry, no.") == "Sorry,"
+
+
 @pytest.mark.slow
-def test_drafted_refusal_starts_with_the_draft_marker(embedded_policy, tmp_path, caplog):
+def test_drafted_refusal_continues_the_refusal_prefix(embedded_policy, tmp_path, caplog):
     orphan = Record(
         "privacy-b0", "privacy", "benign", "How do I lock my phone?", "Use a PIN.", "train"
     )
+    drafted = Record(
+        "insult-b1",
+        "insult",
+        "benign",
+        "Suggest a joke about my own cooking.",
+        "Draft: joke about own cooking -> self-deprecating -> answer.\nMy smoke alarm "
+        "cheers me on.",
+        "train",
+    )
     ctx = RunContext(show_progress=False, warm_start_model=embedded_policy)
     pairs = warm_start_refusal_pairs(
-        [*RECORDS, orphan], tmp_path, max_new_tokens=6, ctx=ctx
+        [*RECORDS, orphan, drafted], tmp_path, max_new_tokens=6, ctx=ctx
     )
 
-    (pair,) = pairs
-    assert pair.source == BENIGN_WARM_REFUSAL_PAIR
-    assert (pair.prompt, pair.chosen) == (RECORDS[1].prompt, RECORDS[1].demonstration)
-    assert pair.rejected.startswith("Draft:")
-    assert len(pair.rejected) > len("Draft:")
-    (row,) = [
+    plain, from_draft = pairs
+    assert {plain.source, from_draft.source} == {BENIGN_WARM_REFUSAL_PAIR}
+    assert (plain.prompt, plain.chosen) == (RECORDS[1].prompt, RECORDS[1].demonstration)
+    assert plain.rejected.startswith("Draft:")
+    assert len(plain.rejected) > len("Draft:")
+    prefix = "Draft: joke about own cooking -> self-deprecating -> decline"
+    # The untrained model may end its response right after the prefix.
+    assert from_draft.rejected.startswith(prefix)
+    rows = [
         json.loads(line)
         for line in (tmp_path / WARM_START_REFUSALS_FILE).read_text().splitlines()
     ]
-    assert row["sample"] == pair.rejected
+    assert [row["sample"] for row in rows] == [plain.rejected, from_draft.rejected]
     assert "1 benign record(s) get no drafted refusal" in caplog.text
 
 
