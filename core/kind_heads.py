@@ -131,9 +131,10 @@ class KindHeadScorer:
 
             if self.kind_router_path is None:
                 raise DrirlError(
-                    "these reward models score benign and harmful prompts with separate "
-                    "heads, and rows came without a kind and without a kind router file; "
-                    "pass kinds, or retrain the reward models"
+                    f"missing prompt kind: {len(prompts)} row(s) have no kind, and the "
+                    "reward models, which score benign and harmful prompts with separate "
+                    "heads, have no kind router file to find it; pass kinds ('harmful' or "
+                    "'benign'), or retrain the reward models to write the router"
                 )
             self._kind_router = CentroidRouter.load(self.kind_router_path)
         return self._kind_router.route(list(prompts))

@@ -120,6 +120,12 @@ def test_router_needs_both_kinds():
         fit_kind_router(harmful)
 
 
+def test_missing_kind_without_router_names_the_fix():
+    scorer = KindHeadScorer(inner=None, router_path=None)
+    with pytest.raises(DrirlError, match="missing prompt kind: 2 row"):
+        scorer.kinds_of(["Roast me.", "Name my cat."])
+
+
 def test_router_sends_train_prompts_to_their_kind():
     records = make_records()
     router = fit_kind_router(records)
