@@ -308,7 +308,11 @@ def resolve_cell(
                 field=loc("scaler"),
                 value=config["scaler"],
             )
-        for name, off in (("warm_start_samples", "0"), ("warm_start_refusals", "false")):
+        for name, off in (
+            ("warm_start_samples", "0"),
+            ("warm_start_refusals", "false"),
+            ("warm_start_compliance", "false"),
+        ):
             value = getattr(reward_settings, name, None)
             if optimizer.needs_reward and value and warm_start is None:
                 raise ConfigError(

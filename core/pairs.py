@@ -21,6 +21,9 @@ Two kinds of pair come out of a harm category's train split:
   The policy writes it when its response is started with the benign demonstration's
   draft turned to a refusal (``drafted_refusal_prefix``), so it is the on-topic refusal an
   over-refusing policy would write.
+- with ``warm_start_compliance``, the mirror image: each harmful train prompt's refusal
+  against the warm-started policy's compliance, started with the prompt's draft turned to
+  an answer (``harmful_vs_warm_start_compliance``).
 - with ``warm_start_samples``, pairs of two samples of the warm-started policy for the
   same train prompt (harmful and benign): the one closer to the prompt's demonstration in
   text-embedding similarity is chosen (``harmful_vs_warm_start``, ``benign_vs_warm_start``).
@@ -65,6 +68,9 @@ WARM_START_SAMPLES_FILE = "warm_start_samples.jsonl"
 # A benign prompt's answer against the warm-started policy's drafted refusal of it.
 BENIGN_WARM_REFUSAL_PAIR = "benign_vs_warm_start_refusal"
 WARM_START_REFUSALS_FILE = "warm_start_refusals.jsonl"
+# A harmful prompt's refusal against the warm-started policy's drafted compliance with it.
+HARMFUL_WARM_COMPLIANCE_PAIR = "harmful_vs_warm_start_compliance"
+WARM_START_COMPLIANCE_FILE = "warm_start_compliance.jsonl"
 FILE_PAIR = "pairs_file"
 PAIR_FILE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -276,32 +282,96 @@ def warm_start_pairs(
     return pairs
 
 
+def turned_draft_prefix(demonstration: str, other: str) -> str | None:
+    """Return ``demonstration``'s draft line ending in ``other``'s decision, or None.
+
+    Both texts must open with the same draft marker, and both first lines must have two
+    or more ``->`` steps. The prefix is ``demonstration``'s first line up to its last step,
+    ended by the first word of ``other``'s last draft step. For example, ``Draft: stealing
+    bases -> baseball tactic -> answer.`` with a harmful demonstration ending in ``->
+    decline, ...`` gives ``Draft: stealing bases -> baseball tactic -> decline``.
+    """
+    marker = other.split()[:1]
+    steps = demonstration.split("\n", 1)[0].split("->")
+    other_steps = other.split("\n", 1)[0].split("->")
+    decision = other_steps[-1].split()
+    if not marker or demonstration.split()[:1] != marker:
+        return None
+    if len(steps) < 2 or len(other_steps) < 2 or not decision:
+        return None
+    return "->".join(steps[:-1]) + "-> " + decision[0].rstrip(",.;:")
+
+
 def drafted_refusal_prefix(answer: str, refusal: str) -> str:
     """Return the text that the warm-started policy's refusal of a benign prompt starts with.
 
     ``answer`` is the benign prompt's demonstration and ``refusal`` a harmful demonstration
-    of its category. When both open with the same draft marker, and both first lines have
-    two or more ``->`` steps, the prefix is the answer's draft line up to its last step.
-    The first word of the refusal draft's last step ends it. For example, ``Draft: stealing
-    bases -> baseball tactic -> answer.`` gives ``Draft: stealing bases -> baseball tactic
-    -> decline``, and the policy refuses the prompt in its own words after that. Otherwise
-    the prefix is the refusal's first word, the draft marker alone.
+    of its category. The prefix is the answer's draft turned to the refusal's decision
+    (``turned_draft_prefix``), so the policy refuses the prompt in its own words after the
+    project's draft of it. When the draft cannot be turned, the prefix is the refusal's
+    first word, the draft marker alone.
     """
+    turned = turned_draft_prefix(answer, refusal)
+    if turned is not None:
+        return turned
     words = refusal.split()
-    if not words:
-        return ""
-    marker = words[0]
-    answer_steps = answer.split("\n", 1)[0].split("->")
-    refusal_steps = refusal.split("\n", 1)[0].split("->")
-    decision = refusal_steps[-1].split()
-    if (
-        answer.split()[:1] == [marker]
-        and len(answer_steps) >= 2
-        and len(refusal_steps) >= 2
-        and decision
-    ):
-        return "->".join(answer_steps[:-1]) + "-> " + decision[0].rstrip(",.;:")
-    return marker
+    return words[0] if words else ""
+
+
+def _first_demonstrations(records: Sequence[Record], kind: str) -> dict[str, str]:
+    """Map each category to its first non-empty demonstration of ``kind``."""
+    first: dict[str, str] = {}
+    for record in select(records, kind=kind):
+        if record.demonstration.split():
+            first.setdefault(record.category, record.demonstration)
+    return first
+
+
+def _prefixed_warm_start_pairs(
+    prefixed: Sequence[tuple[Record, str]],
+    source: str,
+    samples_file: Path,
+    *,
+    max_new_tokens: int,
+    ctx: RunContext,
+    description: str,
+) -> list[PreferencePair]:
+    """Pair each record's demonstration against the warm-started policy's continuation.
+
+    Each record's greedy response is started with its prefix. The responses are written
+    to ``samples_file``.
+    """
+    from drirl.generation import generate_responses
+
+    if not prefixed:
+        _write_samples(samples_file, {})
+        return []
+    records = [record for record, _ in prefixed]
+    responses = generate_responses(
+        ctx.warm_start_model,
+        [record.prompt for record in records],
+        max_new_tokens=max_new_tokens,
+        seed=ctx.seed,
+        show_progress=ctx.show_progress,
+        description=description,
+        trust_remote_code=ctx.trust_remote_code,
+        response_prefix=[prefix for _, prefix in prefixed],
+    )
+    pairs: list[PreferencePair] = []
+    rows: dict[str, dict] = {}
+    for record, response in zip(records, responses, strict=True):
+        pairs.append(_pair(record, source, response))
+        rows[record.id] = {"id": record.id, "prompt": record.prompt, "sample": response}
+    _write_samples(samples_file, rows)
+    return pairs
+
+
+def _check_warm_start_model(ctx: RunContext, setting: str) -> None:
+    if ctx.warm_start_model is None:
+        raise DrirlError(
+            f"{setting} is true, but this run has no warm-started model to sample; set "
+            f"the experiment's warm_start, or set {setting} to false"
+        )
 
 
 def warm_start_refusal_pairs(
@@ -318,18 +388,9 @@ def warm_start_refusal_pairs(
     ``drafted_refusal_prefix`` of its demonstration and its category's first harmful
     demonstration. The refusals are written to ``out_dir/warm_start_refusals.jsonl``.
     """
-    from drirl.generation import generate_responses
-
-    if ctx.warm_start_model is None:
-        raise DrirlError(
-            "warm_start_refusals is true, but this run has no warm-started model to "
-            "sample; set the experiment's warm_start, or set warm_start_refusals to false"
-        )
+    _check_warm_start_model(ctx, "warm_start_refusals")
     train = select(records, split=split)
-    first_refusal: dict[str, str] = {}
-    for record in select(train, kind="harmful"):
-        if record.demonstration.split():
-            first_refusal.setdefault(record.category, record.demonstration)
+    first_refusal = _first_demonstrations(train, "harmful")
     all_benign = select(train, kind="benign")
     benign = [record for record in all_benign if record.category in first_refusal]
     skipped = len(all_benign) - len(benign)
@@ -339,29 +400,62 @@ def warm_start_refusal_pairs(
             "train demonstration to take the draft marker from",
             skipped,
         )
-    if not benign:
-        _write_samples(Path(out_dir) / WARM_START_REFUSALS_FILE, {})
-        return []
-    refusals = generate_responses(
-        ctx.warm_start_model,
-        [record.prompt for record in benign],
+    prefixed = [
+        (record, drafted_refusal_prefix(record.demonstration, first_refusal[record.category]))
+        for record in benign
+    ]
+    return _prefixed_warm_start_pairs(
+        prefixed,
+        BENIGN_WARM_REFUSAL_PAIR,
+        Path(out_dir) / WARM_START_REFUSALS_FILE,
         max_new_tokens=max_new_tokens,
-        seed=ctx.seed,
-        show_progress=ctx.show_progress,
+        ctx=ctx,
         description="warm-start drafted refusals",
-        trust_remote_code=ctx.trust_remote_code,
-        response_prefix=[
-            drafted_refusal_prefix(record.demonstration, first_refusal[record.category])
-            for record in benign
-        ],
     )
-    pairs: list[PreferencePair] = []
-    rows: dict[str, dict] = {}
-    for record, refusal in zip(benign, refusals, strict=True):
-        pairs.append(_pair(record, BENIGN_WARM_REFUSAL_PAIR, refusal))
-        rows[record.id] = {"id": record.id, "prompt": record.prompt, "sample": refusal}
-    _write_samples(Path(out_dir) / WARM_START_REFUSALS_FILE, rows)
-    return pairs
+
+
+def warm_start_compliance_pairs(
+    records: Sequence[Record],
+    out_dir: Path,
+    *,
+    max_new_tokens: int,
+    ctx: RunContext,
+    split: str = "train",
+) -> list[PreferencePair]:
+    """Pair each harmful prompt's refusal against the warm-started policy's drafted compliance.
+
+    The policy's greedy response to each harmful prompt of ``split`` is started with the
+    prompt's draft turned to the decision of its category's first benign demonstration
+    (``turned_draft_prefix``). In the built-in data that decision is ``answer``. The
+    response is then the on-topic compliance an under-refusing policy would write. A
+    harmful prompt whose draft cannot be turned gets no pair. The responses are written to
+    ``out_dir/warm_start_compliance.jsonl``.
+    """
+    _check_warm_start_model(ctx, "warm_start_compliance")
+    train = select(records, split=split)
+    first_answer = _first_demonstrations(train, "benign")
+    prefixed: list[tuple[Record, str]] = []
+    for record in select(train, kind="harmful"):
+        answer = first_answer.get(record.category)
+        prefix = None if answer is None else turned_draft_prefix(record.demonstration, answer)
+        if prefix is not None:
+            prefixed.append((record, prefix))
+    skipped = len(select(train, kind="harmful")) - len(prefixed)
+    if skipped:
+        logger.warning(
+            "%d harmful record(s) get no drafted compliance: their demonstration or their "
+            "category's first benign demonstration has no draft line of two or more '->' "
+            "steps",
+            skipped,
+        )
+    return _prefixed_warm_start_pairs(
+        prefixed,
+        HARMFUL_WARM_COMPLIANCE_PAIR,
+        Path(out_dir) / WARM_START_COMPLIANCE_FILE,
+        max_new_tokens=max_new_tokens,
+        ctx=ctx,
+        description="warm-start drafted compliance",
+    )
 
 
 def load_or_generate_samples(

@@ -26,6 +26,7 @@ from drirl.judging import GuardedJudge, public_settings
 from drirl.plugin_manager import Plugins
 from drirl.stage_store import DONE_FILE, StageStore, stage_key
 from drirl.training_curves import curve_summary
+from drirl.warm_start import WARM_START_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class ExperimentRunner:
         optimizer = self.plugins.get("optimizer", cell.optimizer)(cell.training)
         data_digest = _records_digest(train)
         # The reward stage learns from the untrained model, and also from the warm-started
-        # one's responses with warm_start_samples or warm_start_refusals. The optimizer
+        # one's responses with any of WARM_START_SETTINGS. The optimizer
         # starts from the warm start.
         start, start_id = policy, policy_id
         if cell.warm_start is not None:
@@ -217,8 +218,9 @@ class ExperimentRunner:
             if pairs_file:
                 reward_inputs["pairs_file_sha256"] = _file_digest(Path(pairs_file))
             reward_ctx = ctx
-            if getattr(cell.reward_settings, "warm_start_samples", 0) or getattr(
-                cell.reward_settings, "warm_start_refusals", False
+            if any(
+                getattr(cell.reward_settings, name, False)
+                for name in WARM_START_SETTINGS
             ):
                 reward_inputs["warm_start"] = start_id
                 reward_ctx = dataclasses.replace(ctx, warm_start_model=Path(start))

@@ -10,8 +10,8 @@ by default) and its settings:
 The warm start runs as its own stage on the train split before the cell's optimizer, so
 every cell with the same warm start shares one run. The reward stage learns from the
 untrained model's samples, and from the warm-started model's responses when the reward
-learner sets ``warm_start_samples`` or ``warm_start_refusals``. The policy that the cell's
-optimizer trains starts from the warm-started weights. A cell with ``optimizer: none`` evaluates the warm-started model
+learner sets one of ``WARM_START_SETTINGS``. The policy that the cell's optimizer trains
+starts from the warm-started weights. A cell with ``optimizer: none`` evaluates the warm-started model
 itself. ``warm_start: null`` (the default, and the ``base`` preset's value) starts from the
 model itself.
 """
@@ -26,6 +26,8 @@ from drirl.plugin_manager import Plugins
 from drirl.settings import build_settings
 
 DEFAULT_OPTIMIZER = "sft"
+# Reward-learner settings that make the reward stage sample the warm-started policy.
+WARM_START_SETTINGS = ("warm_start_samples", "warm_start_refusals", "warm_start_compliance")
 FIELDS = ("optimizer", "settings")
 
 

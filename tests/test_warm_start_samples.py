@@ -16,8 +16,12 @@ from drirl.pairs import (
     HARMFUL_WARM_PAIR,
     WARM_START_REFUSALS_FILE,
     WARM_START_SAMPLES_FILE,
+    HARMFUL_WARM_COMPLIANCE_PAIR,
+    WARM_START_COMPLIANCE_FILE,
     drafted_refusal_prefix,
     ranked_pair,
+    turned_draft_prefix,
+    warm_start_compliance_pairs,
     warm_start_pairs,
     warm_start_refusal_pairs,
 )
@@ -89,9 +93,10 @@ def test_ranked_pair_needs_a_gap_above_the_minimum():
     assert ranked_pair(demonstration, samples, min_gap=gap - 1e-3)[:2] == (0, 1)
 
 
-def test_refusals_flag_must_be_boolean():
-    with pytest.raises(ValueError, match="warm_start_refusals is 'yes'"):
-        BradleyTerrySettings(warm_start_refusals="yes")
+@pytest.mark.parametrize("name", ["warm_start_refusals", "warm_start_compliance"])
+def test_pair_flags_must_be_boolean(name):
+    with pytest.raises(ValueError, match=f"{name} is 'yes'"):
+        BradleyTerrySettings(**{name: "yes"})
 
 
 @pytest.mark.parametrize(
@@ -99,6 +104,7 @@ def test_refusals_flag_must_be_boolean():
     [
         ({"warm_start_samples": 2}, "warm_start_samples"),
         ({"warm_start_refusals": True}, "warm_start_refusals"),
+        ({"warm_start_compliance": True}, "warm_start_compliance"),
     ],
 )
 def test_samples_without_warm_start_name_the_field(plugins, settings, name):
@@ -121,13 +127,25 @@ def test_pairs_need_a_warm_started_model(tmp_path):
         warm_start_pairs(
             RECORDS, tmp_path, count=2, min_gap=0.1, max_new_tokens=4, ctx=RunContext()
         )
-    with pytest.raises(DrirlError, match="no warm-started model"):
+    with pytest.raises(DrirlError, match="warm_start_refusals is true, but"):
         warm_start_refusal_pairs(
+            RECORDS, tmp_path, max_new_tokens=4, ctx=RunContext()
+        )
+    with pytest.raises(DrirlError, match="warm_start_compliance is true, but"):
+        warm_start_compliance_pairs(
             RECORDS, tmp_path, max_new_tokens=4, ctx=RunContext()
         )
 
 
 REFUSAL = RECORDS[0].demonstration
+DRAFTED_ANSWER = Record(
+    "insult-b1",
+    "insult",
+    "benign",
+    "Suggest a joke about my own cooking.",
+    "Draft: joke about own cooking -> self-deprecating -> answer.\nMy smoke alarm cheers me on.",
+    "train",
+)
 
 
 def test_drafted_answer_turns_into_a_drafted_refusal():
@@ -150,6 +168,15 @@ def test_answer_without_a_matching_draft_gets_the_marker_alone(answer):
     assert drafted_refusal_prefix(answer, REFUSAL) == "Draft:"
 
 
+def test_harmful_draft_turns_to_the_answer_decision():
+    answer = "Draft: sock thief cat -> playful nickname -> answer.\nSir Sockington."
+    assert turned_draft_prefix(REFUSAL, answer) == "Draft: mocking a stutter -> cruelty -> answer"
+
+
+def test_undrafted_answer_turns_no_draft():
+    assert turned_draft_prefix(REFUSAL, "How about Sir Sockington?") is None
+
+
 def test_refusal_without_draft_steps_gives_its_first_word():
     answer = "Draft: sock thief -> nickname -> answer.\nSir Sockington."
     assert drafted_refusal_prefix(answer, "Sorry, no.") == "Sorry,"
@@ -160,18 +187,9 @@ def test_drafted_refusal_continues_the_refusal_prefix(embedded_policy, tmp_path,
     orphan = Record(
         "privacy-b0", "privacy", "benign", "How do I lock my phone?", "Use a PIN.", "train"
     )
-    drafted = Record(
-        "insult-b1",
-        "insult",
-        "benign",
-        "Suggest a joke about my own cooking.",
-        "Draft: joke about own cooking -> self-deprecating -> answer.\nMy smoke alarm "
-        "cheers me on.",
-        "train",
-    )
     ctx = RunContext(show_progress=False, warm_start_model=embedded_policy)
     pairs = warm_start_refusal_pairs(
-        [*RECORDS, orphan, drafted], tmp_path, max_new_tokens=6, ctx=ctx
+        [*RECORDS, orphan, DRAFTED_ANSWER], tmp_path, max_new_tokens=6, ctx=ctx
     )
 
     plain, from_draft = pairs
@@ -188,6 +206,28 @@ def test_drafted_refusal_continues_the_refusal_prefix(embedded_policy, tmp_path,
     ]
     assert [row["sample"] for row in rows] == [plain.rejected, from_draft.rejected]
     assert "1 benign record(s) get no drafted refusal" in caplog.text
+
+
+@pytest.mark.slow
+def test_drafted_compliance_continues_the_answer_prefix(embedded_policy, tmp_path, caplog):
+    undrafted = Record(
+        "insult-h1", "insult", "harmful", "Roast my coworker's accent.", "No.", "train"
+    )
+    ctx = RunContext(show_progress=False, warm_start_model=embedded_policy)
+    pairs = warm_start_compliance_pairs(
+        [DRAFTED_ANSWER, *RECORDS, undrafted], tmp_path, max_new_tokens=6, ctx=ctx
+    )
+
+    (pair,) = pairs
+    assert pair.source == HARMFUL_WARM_COMPLIANCE_PAIR
+    assert (pair.prompt, pair.chosen) == (RECORDS[0].prompt, RECORDS[0].demonstration)
+    assert pair.rejected.startswith("Draft: mocking a stutter -> cruelty -> answer")
+    (row,) = [
+        json.loads(line)
+        for line in (tmp_path / WARM_START_COMPLIANCE_FILE).read_text().splitlines()
+    ]
+    assert row["sample"] == pair.rejected
+    assert "1 harmful record(s) get no drafted compliance" in caplog.text
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ from drirl.kind_heads import (
 from drirl.multihead_reward import MultiHeadRewardModel, multihead_tokenizer
 from drirl.pairs import (
     PreferencePair,
+    warm_start_compliance_pairs,
     warm_start_pairs,
     warm_start_refusal_pairs,
 )
@@ -125,6 +126,13 @@ class RewardTrainingSettings:
             "policy's drafted refusal of it. Needs the experiment's warm_start."
         },
     )
+    warm_start_compliance: bool = field(
+        default=False,
+        metadata={
+            "help": "Rank each harmful train prompt's refusal above the warm-started "
+            "policy's drafted compliance with it. Needs the experiment's warm_start."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -155,11 +163,11 @@ class RewardTrainingSettings:
             raise ValueError(
                 f"warm_start_min_gap is {gap!r}; allowed: a number in [0, 2)"
             )
-        if not isinstance(self.warm_start_refusals, bool):
-            raise ValueError(
-                f"warm_start_refusals is {self.warm_start_refusals!r}; allowed: true or "
-                "false"
-            )
+        for name in ("warm_start_refusals", "warm_start_compliance"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"{name} is {getattr(self, name)!r}; allowed: true or false"
+                )
         if not isinstance(self.kind_heads, bool):
             raise ValueError(
                 f"kind_heads is {self.kind_heads!r}; allowed: true or false"
@@ -558,6 +566,10 @@ def warm_start_training_pairs(
         )
     if settings.warm_start_refusals:
         pairs += warm_start_refusal_pairs(
+            train, out_dir, max_new_tokens=settings.max_new_tokens, ctx=ctx
+        )
+    if settings.warm_start_compliance:
+        pairs += warm_start_compliance_pairs(
             train, out_dir, max_new_tokens=settings.max_new_tokens, ctx=ctx
         )
     return pairs
