@@ -164,7 +164,7 @@ def test_drafted_answer_turns_into_a_drafted_refusal():
         "Outline: sock thief -> nickname -> answer.\nSir Sockington.",
     ],
 )
-def test_answer_without_a_matching_draft_gets_the_marker_alone(answer):
+def test_undrafted_answer_gives_marker(answer):
     assert drafted_refusal_prefix(answer, REFUSAL) == "Draft:"
 
 
