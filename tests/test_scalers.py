@@ -208,6 +208,42 @@ def test_reward_gap_alpha_by_hand():
     assert torch.allclose(alpha, expected, atol=1e-6)
 
 
+def test_max_factor_clamps_both_ends():
+    # Demonstrations all score 0, so the gaps are the rewards: -5 and -8 (mean -6.5). With a
+    # large tau nothing is an outlier and the reference is -6.5. The groups then get
+    # sigmoid(-6.5) / sigmoid(-5) = 0.22 and sigmoid(-6.5) / sigmoid(-8) = 4.5.
+    scorer = PromptTableScorer({"p0": 0.0, "p1": 0.0})
+    batch = make_batch(
+        ["a", "b", "c", "d"],
+        ["d0", "d0", "d1", "d1"],
+        [0, 0, 1, 1],
+        [-5.0, -5.0, -8.0, -8.0],
+        scorer=scorer,
+    )
+    free = RewardGapScaler(RewardGapSettings(tau=100.0)).factors(batch)
+    assert free[0] == pytest.approx(sigmoid(-6.5) / sigmoid(-5), rel=1e-4)
+    assert free[2] == pytest.approx(sigmoid(-6.5) / sigmoid(-8), rel=1e-4)
+    scaler = RewardGapScaler(RewardGapSettings(tau=100.0, max_factor=2.0))
+    clamped = scaler.factors(batch)
+    assert clamped.tolist() == pytest.approx([0.5, 0.5, 2.0, 2.0])
+    assert scaler.statistics()["clamped_fraction"] == pytest.approx(1.0)
+
+
+def test_max_factor_keeps_inner_values():
+    scorer = PromptTableScorer({"p0": 2.0, "p1": 1.0})
+    batch = make_batch(
+        ["a", "b", "c", "d"],
+        ["d0", "d0", "d1", "d1"],
+        [0, 0, 1, 1],
+        [1.0, 3.0, 0.0, 0.0],
+        scorer=scorer,
+    )
+    free = RewardGapScaler(RewardGapSettings(tau=1.0)).factors(batch)
+    scaler = RewardGapScaler(RewardGapSettings(tau=1.0, max_factor=3.0))
+    assert torch.equal(scaler.factors(batch), free)
+    assert scaler.statistics()["clamped_fraction"] == 0.0
+
+
 def test_reward_gap_all_outliers_plain_mean():
     scorer = PromptTableScorer({"p0": 0.0, "p1": 0.0})
     batch = make_batch(["a", "b"], ["d0", "d1"], [0, 1], [-10.0, 10.0], scorer=scorer)
@@ -288,7 +324,15 @@ def test_reward_gap_without_scorer():
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("tau", 0.0), ("tau", -1.0), ("ema", 1.0), ("ema", -0.1)]
+    ("field", "value"),
+    [
+        ("tau", 0.0),
+        ("tau", -1.0),
+        ("ema", 1.0),
+        ("ema", -0.1),
+        ("max_factor", 0.5),
+        ("max_factor", True),
+    ],
 )
 def test_reward_gap_settings_invalid(field, value):
     with pytest.raises(ValueError, match=field):

@@ -9,6 +9,9 @@ For completion i of prompt group j, with the reward model r and the group's demo
 Every completion of group j gets the same alpha_M_j. Groups whose completions lag their
 demonstration more than the batch does get alpha above 1. With ``ema`` set, the reference is
 an exponential moving average across calls: ema * previous + (1 - ema) * this batch's value.
+With ``max_factor`` set, alpha_M is clamped to [1 / max_factor, max_factor]. Unclamped, a group
+with mean gap -8 against a reference of -5 gets alpha_M of about 20, so its gradient is about
+20 times that of a group at the reference.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class RewardGapSettings:
 
     tau: float = 1.0
     ema: float | None = None
+    max_factor: float | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -90,6 +94,15 @@ class RewardGapSettings:
         ):
             raise ValueError(
                 f"ema is {self.ema!r}; allowed: null (no averaging) or a number in [0, 1)"
+            )
+        if self.max_factor is not None and (
+            isinstance(self.max_factor, bool)
+            or not isinstance(self.max_factor, (int, float))
+            or not self.max_factor >= 1
+        ):
+            raise ValueError(
+                f"max_factor is {self.max_factor!r}; allowed: null (no clamp) or a number "
+                ">= 1 (alpha_M is clamped to [1 / max_factor, max_factor])"
             )
 
 
@@ -167,6 +180,11 @@ class RewardGapScaler(DifficultyScaler):
             )
         self._reference = reference
         alpha = group_gap_factors(gaps, batch.group_ids, reference)
+        clamped = 0.0
+        if self.settings.max_factor is not None:
+            bound = float(self.settings.max_factor)
+            clamped = ((alpha > bound) | (alpha < 1 / bound)).float().mean().item()
+            alpha = alpha.clamp(1 / bound, bound)
 
         finite = gaps[torch.isfinite(gaps)]
         mean = finite.mean() if finite.numel() else torch.tensor(0.0)
@@ -175,11 +193,12 @@ class RewardGapScaler(DifficultyScaler):
             "gap_mean": mean.item(),
             "reference": reference,
             "outlier_fraction": outliers.mean().item() if outliers.numel() else 0.0,
+            "clamped_fraction": clamped,
         }
         return alpha
 
     def statistics(self) -> dict[str, float]:
-        """Return the mean gap, the reference used and the outlier fraction of the last batch."""
+        """Return the last batch's mean gap, reference, outlier and clamped fractions."""
         return dict(self._statistics)
 
 
