@@ -378,6 +378,9 @@ class ExperimentRunner:
             fingerprint = getattr(benchmark, "data_fingerprint", None)
             if callable(fingerprint):
                 inputs["benchmark_data"] = fingerprint()
+            judge_fingerprint = getattr(judge, "fingerprint", None)
+            if callable(judge_fingerprint):
+                inputs["judge_fingerprint"] = judge_fingerprint()
 
             def evaluate(tmp: Path, benchmark: Any = benchmark) -> dict[str, Any]:
                 # A fresh wrapper per benchmark, so its error count is this benchmark's.

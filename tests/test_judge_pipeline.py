@@ -59,24 +59,29 @@ class StubBenchmark(Benchmark):
         return {"stub/all": Metric(hits / len(judgements), len(judgements))}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run_stub_cell(judge_class, name, eval_per_category, out):
+    """Run one untrained cell that evaluates ``StubBenchmark`` with ``judge_class``."""
     plugins = load_plugins(use_entry_points=False)
-    plugins.registry("judge").add(RecordingJudge, plugin="tests", version="0")
+    plugins.registry("judge").add(judge_class, plugin="tests", version="0")
     plugins.registry("benchmark").add(StubBenchmark, plugin="tests", version="0")
     experiment = load_experiment(
         {
-            "name": "judge-hook",
+            "name": name,
             "categories": ["insult"],
-            "data": {"eval_per_category": 2},
+            "data": {"eval_per_category": eval_per_category},
             "optimizer": "none",
-            "evaluation": {"judge": "recording", "benchmarks": ["stub_judged"]},
+            "evaluation": {"judge": judge_class.name, "benchmarks": ["stub_judged"]},
         },
         plugins,
     )
-    out = tmp_path_factory.mktemp("judge_hook")
     (result,) = ExperimentRunner(experiment, plugins, out, show_progress=False).run()
-    return out, result
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("judge_hook")
+    return out, run_stub_cell(RecordingJudge, "judge-hook", 2, out)
 
 
 def test_other_judgements_kept(run):
@@ -165,6 +170,28 @@ def test_prepare_gets_policy_reward_dir(tmp_path):
     reward_dir = RecordingJudge.prepared[-1].reward_dir
     assert reward_dir == tmp_path / result.stages["reward"]
     assert (reward_dir / "marker.txt").is_file()
+
+
+class VersionedJudge(RecordingJudge):
+    """A judge whose ``fingerprint`` changes with its class attribute ``version``."""
+
+    name = "versioned"
+    version = "1"
+
+    def fingerprint(self):
+        return f"features-{type(self).version}"
+
+
+def _evaluate_folder(out):
+    result = run_stub_cell(VersionedJudge, "judge-version", 1, out)
+    return result.stages["evaluate/stub_judged"]
+
+
+def test_judge_fingerprint_keys_evaluation(tmp_path, monkeypatch):
+    first = _evaluate_folder(tmp_path)
+    assert _evaluate_folder(tmp_path) == first
+    monkeypatch.setattr(VersionedJudge, "version", "2")
+    assert _evaluate_folder(tmp_path) != first
 
 
 @pytest.mark.parametrize(
