@@ -5,11 +5,11 @@ text-encoder embeddings: the whole response, its opening sentence, the opening s
 first three words, and the prompt. The opening sentence is the first sentence after a
 leading "Draft:" line, so a Chain-of-Draft refusal is classified by its reply, not by its
 draft notes. The first three words ("I can't help", "Here's how to") carry the reply's
-stance with little of its topic. Without them, a refusal that restates the request ("I can't
-help with mocking a guy's short height, because ...") was often labelled compliant or
-harmful, because the embeddings of whole sentences follow the topic more than the intent. The prompt
-embedding lets the classifier tell a harmful response from a benign one on a similar
-topic. A multinomial logistic regression (softmax over refusal, harmful, compliant, with an
+stance with little of its topic. Without them, a refusal that restates the request ("I
+can't help with mocking a guy's short height, because ...") was often labelled compliant
+or harmful, because the embeddings of whole sentences follow the topic more than the
+intent. The prompt embedding lets the classifier tell a harmful response from a benign
+one on a similar topic. A multinomial logistic regression (softmax over refusal, harmful, compliant, with an
 L2 penalty, fitted by L-BFGS) maps the features to a label.
 
 The classifier trains on the labelled responses of ``labelled_data`` with a fixed
@@ -195,7 +195,7 @@ class EmbeddingClassifierJudge(Judge):
         )
 
     def fingerprint(self) -> str:
-        """Return the feature version and the SHA-256 of the labelled data, for cache keys."""
+        """Return the feature version and the labelled data's SHA-256, for cache keys."""
         digest = hashlib.sha256(self.data_path.read_bytes()).hexdigest()
         return f"features-{FEATURE_VERSION}-data-{digest[:16]}"
 

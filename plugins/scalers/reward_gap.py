@@ -9,9 +9,9 @@ For completion i of prompt group j, with the reward model r and the group's demo
 Every completion of group j gets the same alpha_M_j. Groups whose completions lag their
 demonstration more than the batch does get alpha above 1. With ``ema`` set, the reference is
 an exponential moving average across calls: ema * previous + (1 - ema) * this batch's value.
-With ``max_factor`` set, alpha_M is clamped to [1 / max_factor, max_factor]. Unclamped, a group
-with mean gap -8 against a reference of -5 gets alpha_M of about 20, so its gradient is about
-20 times that of a group at the reference.
+With ``max_factor`` set, alpha_M is clamped to [1 / max_factor, max_factor]. Unclamped, a
+group with mean gap -8 against a reference of -5 gets alpha_M of about 20, so its gradient
+is about 20 times that of a group at the reference.
 """
 
 from __future__ import annotations
