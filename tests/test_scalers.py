@@ -208,18 +208,22 @@ def test_reward_gap_alpha_by_hand():
     assert torch.allclose(alpha, expected, atol=1e-6)
 
 
+def two_group_batch(rewards, demonstration_scores):
+    """Return a batch of prompts p0 and p1 with two completions each and the given rewards."""
+    return make_batch(
+        ["a", "b", "c", "d"],
+        ["d0", "d0", "d1", "d1"],
+        [0, 0, 1, 1],
+        rewards,
+        scorer=PromptTableScorer(demonstration_scores),
+    )
+
+
 def test_max_factor_clamps_both_ends():
     # Demonstrations all score 0, so the gaps are the rewards: -5 and -8 (mean -6.5). With a
     # large tau nothing is an outlier and the reference is -6.5. The groups then get
     # sigmoid(-6.5) / sigmoid(-5) = 0.22 and sigmoid(-6.5) / sigmoid(-8) = 4.5.
-    scorer = PromptTableScorer({"p0": 0.0, "p1": 0.0})
-    batch = make_batch(
-        ["a", "b", "c", "d"],
-        ["d0", "d0", "d1", "d1"],
-        [0, 0, 1, 1],
-        [-5.0, -5.0, -8.0, -8.0],
-        scorer=scorer,
-    )
+    batch = two_group_batch([-5.0, -5.0, -8.0, -8.0], {"p0": 0.0, "p1": 0.0})
     free = RewardGapScaler(RewardGapSettings(tau=100.0)).factors(batch)
     assert free[0] == pytest.approx(sigmoid(-6.5) / sigmoid(-5), rel=1e-4)
     assert free[2] == pytest.approx(sigmoid(-6.5) / sigmoid(-8), rel=1e-4)
@@ -230,14 +234,7 @@ def test_max_factor_clamps_both_ends():
 
 
 def test_max_factor_keeps_inner_values():
-    scorer = PromptTableScorer({"p0": 2.0, "p1": 1.0})
-    batch = make_batch(
-        ["a", "b", "c", "d"],
-        ["d0", "d0", "d1", "d1"],
-        [0, 0, 1, 1],
-        [1.0, 3.0, 0.0, 0.0],
-        scorer=scorer,
-    )
+    batch = two_group_batch([1.0, 3.0, 0.0, 0.0], {"p0": 2.0, "p1": 1.0})
     free = RewardGapScaler(RewardGapSettings(tau=1.0)).factors(batch)
     scaler = RewardGapScaler(RewardGapSettings(tau=1.0, max_factor=3.0))
     assert torch.equal(scaler.factors(batch), free)
