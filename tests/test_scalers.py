@@ -241,6 +241,75 @@ def test_max_factor_keeps_inner_values():
     assert scaler.statistics()["clamped_fraction"] == 0.0
 
 
+def four_group_batch_with_kinds(rewards):
+    """Return groups p0 and p1 (harmful) and p2 and p3 (benign), two completions each.
+
+    Every demonstration scores 0, so each completion's gap is its reward.
+    """
+    batch = make_batch(
+        ["a"] * 8,
+        ["d0", "d0", "d1", "d1", "d2", "d2", "d3", "d3"],
+        [0, 0, 1, 1, 2, 2, 3, 3],
+        rewards,
+        scorer=PromptTableScorer({f"p{g}": 0.0 for g in range(4)}),
+    )
+    batch.kinds = ["harmful"] * 4 + ["benign"] * 4
+    return batch
+
+
+def test_per_kind_compares_groups_within_their_kind():
+    # Harmful gaps -6 and -4 (reference -5), benign gaps 1 and 3 (reference 2).
+    batch = four_group_batch_with_kinds([-6.0, -6.0, -4.0, -4.0, 1.0, 1.0, 3.0, 3.0])
+    scaler = RewardGapScaler(RewardGapSettings(tau=100.0, per_kind=True))
+    alpha = scaler.factors(batch)
+    expected = [
+        sigmoid(-5) / sigmoid(-6),
+        sigmoid(-5) / sigmoid(-4),
+        sigmoid(2) / sigmoid(1),
+        sigmoid(2) / sigmoid(3),
+    ]
+    assert alpha[::2].tolist() == pytest.approx(expected, rel=1e-4)
+    statistics = scaler.statistics()
+    assert statistics["reference_harmful"] == pytest.approx(-5.0)
+    assert statistics["reference_benign"] == pytest.approx(2.0)
+    assert "reference" not in statistics
+
+
+def test_shared_reference_up_weights_the_lower_scored_kind():
+    # The same batch with one reference (-1.5): every harmful group gets more than every
+    # benign group, which per_kind avoids.
+    batch = four_group_batch_with_kinds([-6.0, -6.0, -4.0, -4.0, 1.0, 1.0, 3.0, 3.0])
+    alpha = RewardGapScaler(RewardGapSettings(tau=100.0)).factors(batch)
+    assert min(alpha[:4]) > 1 > max(alpha[4:])
+
+
+def test_per_kind_without_kinds_uses_one_reference():
+    batch = two_group_batch([-5.0, -5.0, -8.0, -8.0], {"p0": 0.0, "p1": 0.0})
+    shared = RewardGapScaler(RewardGapSettings(tau=100.0)).factors(batch)
+    scaler = RewardGapScaler(RewardGapSettings(tau=100.0, per_kind=True))
+    assert torch.equal(scaler.factors(batch), shared)
+    assert scaler.statistics()["reference"] == pytest.approx(-6.5)
+
+
+def test_per_kind_ema_averages_each_kind():
+    scaler = RewardGapScaler(RewardGapSettings(tau=100.0, ema=0.5, per_kind=True))
+    scaler.factors(
+        four_group_batch_with_kinds([-6.0, -6.0, -4.0, -4.0, 1.0, 1.0, 3.0, 3.0])
+    )
+    # A batch of one harmful group at gap -2: its reference is 0.5 * -5 + 0.5 * -2.
+    batch = make_batch(["a", "b"], ["d0", "d0"], [0, 0], [-2.0, -2.0])
+    batch.scorer = PromptTableScorer({"p0": 0.0})
+    batch.kinds = ["harmful", "harmful"]
+    alpha = scaler.factors(batch)
+    assert scaler.statistics()["reference_harmful"] == pytest.approx(-3.5)
+    assert alpha[0] == pytest.approx(sigmoid(-3.5) / sigmoid(-2), rel=1e-4)
+
+
+def test_per_kind_must_be_a_bool():
+    with pytest.raises(ValueError, match="per_kind is 'yes'"):
+        RewardGapSettings(per_kind="yes")
+
+
 def test_reward_gap_all_outliers_plain_mean():
     scorer = PromptTableScorer({"p0": 0.0, "p1": 0.0})
     batch = make_batch(["a", "b"], ["d0", "d1"], [0, 1], [-10.0, 10.0], scorer=scorer)

@@ -12,6 +12,13 @@ an exponential moving average across calls: ema * previous + (1 - ema) * this ba
 With ``max_factor`` set, alpha_M is clamped to [1 / max_factor, max_factor]. Unclamped, a
 group with mean gap -8 against a reference of -5 gets alpha_M of about 20, so its gradient
 is about 20 times that of a group at the reference.
+
+With ``per_kind`` set and prompt kinds in the batch, each kind (harmful, benign) keeps a
+reference of its own, computed (and averaged by ``ema``) over its own completions only.
+Reward models with a head per kind score the two kinds on scales of their own, so a shared
+reference up-weights whichever kind's head gives lower rewards, whatever the policy does.
+Without ``ema``, a kind with a single group in the batch gets alpha_M near 1, since its
+reference is that group's own mean gap less outliers.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ class RewardGapSettings:
     tau: float = 1.0
     ema: float | None = None
     max_factor: float | None = None
+    per_kind: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -104,6 +112,11 @@ class RewardGapSettings:
                 f"max_factor is {self.max_factor!r}; allowed: null (no clamp) or a number "
                 ">= 1 (alpha_M is clamped to [1 / max_factor, max_factor])"
             )
+        if not isinstance(self.per_kind, bool):
+            raise ValueError(
+                f"per_kind is {self.per_kind!r}; allowed: true (a reference per prompt "
+                "kind) or false (one reference for the batch)"
+            )
 
 
 class RewardGapScaler(DifficultyScaler):
@@ -116,7 +129,8 @@ class RewardGapScaler(DifficultyScaler):
         self, settings: RewardGapSettings | None = None, ctx: RunContext | None = None
     ) -> None:
         super().__init__(settings, ctx)
-        self._reference: float | None = None
+        # The running reference per prompt kind; the key None is the batch-wide one.
+        self._references: dict[str | None, float] = {}
         self._statistics: dict[str, float] = {}
         # Demonstration rewards per (prompt, demonstration, category), for one scorer.
         # The reward model is frozen while a policy trains against it, so each
@@ -170,16 +184,18 @@ class RewardGapScaler(DifficultyScaler):
         """Return alpha_M for each completion (the same value within a prompt group)."""
         rewards = torch.as_tensor(batch.rewards, dtype=torch.float32).detach().cpu()
         gaps = rewards - self.demonstration_rewards(batch)
-        batch_reference = robust_reference(gaps, self.settings.tau)
-        if self.settings.ema is None or self._reference is None:
-            reference = batch_reference
+        if self.settings.per_kind and batch.kinds is not None:
+            kinds: list[str | None] = list(batch.kinds)
         else:
-            reference = (
-                self.settings.ema * self._reference
-                + (1 - self.settings.ema) * batch_reference
+            kinds = [None] * gaps.shape[0]
+        alpha = torch.ones(gaps.shape[0], dtype=torch.float32)
+        references: dict[str | None, float] = {}
+        for kind in dict.fromkeys(kinds):
+            members = torch.tensor([k == kind for k in kinds], dtype=torch.bool)
+            references[kind] = self._update_reference(kind, gaps[members])
+            alpha[members] = group_gap_factors(
+                gaps[members], batch.group_ids[members], references[kind]
             )
-        self._reference = reference
-        alpha = group_gap_factors(gaps, batch.group_ids, reference)
         clamped = 0.0
         if self.settings.max_factor is not None:
             bound = float(self.settings.max_factor)
@@ -191,14 +207,30 @@ class RewardGapScaler(DifficultyScaler):
         outliers = ((finite - mean) ** 2 > self.settings.tau).float()
         self._statistics = {
             "gap_mean": mean.item(),
-            "reference": reference,
             "outlier_fraction": outliers.mean().item() if outliers.numel() else 0.0,
             "clamped_fraction": clamped,
         }
+        for kind, reference in references.items():
+            self._statistics["reference" if kind is None else f"reference_{kind}"] = (
+                reference
+            )
         return alpha
 
+    def _update_reference(self, kind: str | None, gaps: torch.Tensor) -> float:
+        """Return this batch's reference for one kind, averaged with earlier ones by ema."""
+        reference = robust_reference(gaps, self.settings.tau)
+        previous = self._references.get(kind)
+        if self.settings.ema is not None and previous is not None:
+            reference = self.settings.ema * previous + (1 - self.settings.ema) * reference
+        self._references[kind] = reference
+        return reference
+
     def statistics(self) -> dict[str, float]:
-        """Return the last batch's mean gap, reference, outlier and clamped fractions."""
+        """Return the last batch's mean gap, outlier and clamped fractions and references.
+
+        The reference is ``reference``, or ``reference_<kind>`` for each kind with
+        ``per_kind``.
+        """
         return dict(self._statistics)
 
 
