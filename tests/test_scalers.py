@@ -257,7 +257,7 @@ def four_group_batch_with_kinds(rewards):
     return batch
 
 
-def test_per_kind_compares_groups_within_their_kind():
+def test_per_kind_compares_within_kind():
     # Harmful gaps -6 and -4 (reference -5), benign gaps 1 and 3 (reference 2).
     batch = four_group_batch_with_kinds([-6.0, -6.0, -4.0, -4.0, 1.0, 1.0, 3.0, 3.0])
     scaler = RewardGapScaler(RewardGapSettings(tau=100.0, per_kind=True))
@@ -275,7 +275,7 @@ def test_per_kind_compares_groups_within_their_kind():
     assert "reference" not in statistics
 
 
-def test_shared_reference_up_weights_the_lower_scored_kind():
+def test_shared_reference_favours_lower_kind():
     # The same batch with one reference (-1.5): every harmful group gets more than every
     # benign group, which per_kind avoids.
     batch = four_group_batch_with_kinds([-6.0, -6.0, -4.0, -4.0, 1.0, 1.0, 3.0, 3.0])
