@@ -229,7 +229,8 @@ class RewardGapScaler(DifficultyScaler):
         """Return the last batch's mean gap, outlier and clamped fractions and references.
 
         The reference is ``reference``, or ``reference_<kind>`` for each kind with
-        ``per_kind``.
+        ``per_kind``. The outlier fraction is measured against the whole batch's mean gap,
+        also with ``per_kind``.
         """
         return dict(self._statistics)
 
