@@ -31,7 +31,7 @@ def test_builtin_categories_balanced(plugins):
         counts = count_by_category(records)
         assert counts[(name, "harmful", "train")] == 16, name
         assert counts[(name, "harmful", "eval")] == 8, name
-        assert counts[(name, "benign", "train")] == 8, name
+        assert counts[(name, "benign", "train")] == 16, name
         assert counts[(name, "benign", "eval")] == 4, name
 
 
