@@ -29,9 +29,9 @@ def test_builtin_categories_balanced(plugins):
     for name in plugins.registry("harm_category").names():
         records = plugins.get("harm_category", name).load_records()
         counts = count_by_category(records)
-        assert counts[(name, "harmful", "train")] == 16, name
+        assert counts[(name, "harmful", "train")] == 24, name
         assert counts[(name, "harmful", "eval")] == 8, name
-        assert counts[(name, "benign", "train")] == 16, name
+        assert counts[(name, "benign", "train")] == 24, name
         assert counts[(name, "benign", "eval")] == 4, name
 
 
