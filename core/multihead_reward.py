@@ -200,12 +200,15 @@ class MultiHeadScorer:
         max_length: int,
         batch_size: int = 16,
         padding_side: str = "right",
+        response_tokens: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
         self.padding_side = padding_side
+        # Responses are cut to this many tokens before scoring, as in training.
+        self.response_tokens = response_tokens
         # The router file, when the learner saved one, routes rows given no category.
         self.router_path: Path | None = None
         self._router: Any = None
@@ -229,7 +232,7 @@ class MultiHeadScorer:
                 f"prompts and responses differ in length: {len(prompts)}, {len(responses)}"
             )
         sequences = [
-            encode_sequence(self.tokenizer, p, r, self.max_length)
+            encode_sequence(self.tokenizer, p, r, self.max_length, self.response_tokens)
             for p, r in zip(prompts, responses)
         ]
         device = next(self.model.parameters()).device
@@ -308,5 +311,9 @@ def load_multihead_scorer(
         folder,
     )
     return MultiHeadScorer(
-        model, tokenizer, max_length=manifest["max_length"], batch_size=batch_size
+        model,
+        tokenizer,
+        max_length=manifest["max_length"],
+        batch_size=batch_size,
+        response_tokens=manifest.get("response_tokens"),
     )

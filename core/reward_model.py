@@ -56,14 +56,33 @@ def format_sequence(
     return chat_text(tokenizer, prompt) + response + tokenizer.eos_token
 
 
+def cut_response(
+    tokenizer: PreTrainedTokenizerBase, response: str, tokens: int | None
+) -> str:
+    """Return the text of the first ``tokens`` tokens of ``response`` (all of it for None)."""
+    if tokens is None:
+        return response
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if len(ids) <= tokens:
+        return response
+    return tokenizer.decode(ids[:tokens])
+
+
 def encode_sequence(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    response: str,
+    max_length: int,
+    response_tokens: int | None = None,
 ) -> list[int]:
     """Tokenize one (prompt, response) pair, cut to at most ``max_length`` tokens.
 
+    With ``response_tokens`` the response is first cut to that many tokens, so a whole
+    demonstration and a sample that generation cut short both end mid-text.
     A sequence that is too long loses tokens before its final one, so it still ends with the
     end-of-turn token where the score is read.
     """
+    response = cut_response(tokenizer, response, response_tokens)
     text = format_sequence(tokenizer, prompt, response)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) > max_length:
@@ -197,6 +216,7 @@ class RewardModelScorer:
         max_length: int,
         batch_size: int = 16,
         padding_side: str = "right",
+        response_tokens: int | None = None,
     ) -> None:
         unknown = sorted(set(routes.values()) - set(models))
         if unknown:
@@ -208,6 +228,8 @@ class RewardModelScorer:
         self.max_length = max_length
         self.batch_size = batch_size
         self.padding_side = padding_side
+        # Responses are cut to this many tokens before scoring, as in training.
+        self.response_tokens = response_tokens
         # The router file, when the learner saved one, routes rows given no category.
         self.router_path: Path | None = None
         self._router: Any = None
@@ -248,7 +270,13 @@ class RewardModelScorer:
         for key, indices in by_model.items():
             model, tokenizer = self.models[key]
             sequences = [
-                encode_sequence(tokenizer, prompts[i], responses[i], self.max_length)
+                encode_sequence(
+                    tokenizer,
+                    prompts[i],
+                    responses[i],
+                    self.max_length,
+                    self.response_tokens,
+                )
                 for i in indices
             ]
             rewards[indices] = score_token_ids(
@@ -352,6 +380,7 @@ def load_scorer(
             manifest["routes"],
             max_length=manifest["max_length"],
             batch_size=batch_size,
+            response_tokens=manifest.get("response_tokens"),
         )
     router_path = out_dir / ROUTER_FILE
     if router_path.is_file():

@@ -161,11 +161,22 @@ def test_settings_rejects_empty_pairs_file():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("epochs", 0.0), ("learning_rate", -1.0), ("batch_size", 0), ("max_length", 8)],
+    [
+        ("epochs", 0.0),
+        ("learning_rate", -1.0),
+        ("batch_size", 0),
+        ("max_length", 8),
+        ("cut_responses", "yes"),
+    ],
 )
 def test_settings_rejects_bad_value(field, value):
     with pytest.raises(ValueError, match=field):
         BradleyTerrySettings(**{field: value})
+
+
+def test_response_tokens_follow_max_new_tokens():
+    assert BradleyTerrySettings(max_new_tokens=30).response_tokens == 30
+    assert BradleyTerrySettings(cut_responses=False).response_tokens is None
 
 
 def test_plugin_registered():
@@ -345,6 +356,7 @@ def test_single_manifest(trained_single):
     assert manifest["pairs"] == {SINGLE_KEY: 12}
     assert manifest["settings"]["learning_rate"] == 5e-5
     assert manifest["final_train_loss"][SINGLE_KEY] > 0
+    assert manifest["response_tokens"] == 24
 
 
 @pytest.mark.slow

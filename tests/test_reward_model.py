@@ -16,6 +16,7 @@ from drirl.reward_model import (
     MANIFEST,
     SINGLE_KEY,
     RewardModelScorer,
+    cut_response,
     distinct_pad_token,
     encode_sequence,
     last_token_index,
@@ -78,6 +79,26 @@ def test_truncation_keeps_eos(tokenizer):
     ids = encode_sequence(tokenizer, PROMPTS[1], RESPONSES[1] * 20, max_length=64)
     assert len(ids) == 64
     assert ids[-1] == tokenizer.eos_token_id
+
+
+def test_cut_response_keeps_first_tokens(tokenizer):
+    cut = cut_response(tokenizer, RESPONSES[1], 6)
+    assert RESPONSES[1].startswith(cut)
+    assert len(tokenizer(cut, add_special_tokens=False)["input_ids"]) == 6
+
+
+def test_cut_response_leaves_short_response_whole(tokenizer):
+    assert cut_response(tokenizer, RESPONSES[0], 200) == RESPONSES[0]
+    assert cut_response(tokenizer, RESPONSES[1], None) == RESPONSES[1]
+
+
+def test_encode_cut_drops_the_ending(tokenizer):
+    whole = RESPONSES[1]
+    longer = whole + " The gulls cry over the harbour."
+    cut = [encode_sequence(tokenizer, PROMPTS[1], r, 320, 12) for r in (whole, longer)]
+    assert cut[0] == cut[1]
+    assert cut[0][-1] == tokenizer.eos_token_id
+    assert len(cut[0]) < len(encode_sequence(tokenizer, PROMPTS[1], whole, 320))
 
 
 def test_last_token_index_both_sides():
@@ -180,24 +201,51 @@ def test_length_mismatch_raises(model, tokenizer):
         )
 
 
+def test_scorer_reads_only_response_tokens(model, tokenizer):
+    scorer = RewardModelScorer(
+        {SINGLE_KEY: (model, tokenizer)},
+        {"insult": SINGLE_KEY},
+        max_length=320,
+        response_tokens=12,
+    )
+    longer = RESPONSES[1] + " The gulls cry over the harbour."
+    rewards = scorer.score([PROMPTS[1]] * 2, [RESPONSES[1], longer], ["insult"] * 2)
+    whole = make_scorer(model, tokenizer).score(
+        [PROMPTS[1]] * 2, [RESPONSES[1], longer], ["insult"] * 2
+    )
+    assert torch.allclose(rewards[0], rewards[1], atol=1e-5)
+    assert not torch.allclose(whole[0], whole[1], atol=1e-3)
+
+
 def test_missing_manifest_raises(tmp_path):
     with pytest.raises(DrirlError, match="train them first"):
         read_manifest(tmp_path)
 
 
-def test_reload_gives_same_scores(model, tokenizer, tmp_path):
-    model.save_pretrained(tmp_path / SINGLE_KEY, safe_serialization=True)
-    tokenizer.save_pretrained(tmp_path / SINGLE_KEY)
+def save_single(model, tokenizer, folder, **manifest_fields):
+    """Save ``model`` as a single reward model serving insult and privacy_property."""
+    model.save_pretrained(folder / SINGLE_KEY, safe_serialization=True)
+    tokenizer.save_pretrained(folder / SINGLE_KEY)
     write_manifest(
-        tmp_path,
+        folder,
         {
             "models": {SINGLE_KEY: SINGLE_KEY},
             "routes": {"insult": SINGLE_KEY, "privacy_property": SINGLE_KEY},
             "max_length": 320,
+            **manifest_fields,
         },
     )
+
+
+def test_reload_gives_same_scores(model, tokenizer, tmp_path):
+    save_single(model, tokenizer, tmp_path)
     categories = ["insult", "privacy_property"]
     before = make_scorer(model, tokenizer).score(PROMPTS, RESPONSES, categories)
     after = load_scorer(tmp_path).score(PROMPTS, RESPONSES, categories)
     assert (tmp_path / MANIFEST).is_file()
     assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_reload_keeps_response_tokens(model, tokenizer, tmp_path):
+    save_single(model, tokenizer, tmp_path, response_tokens=12)
+    assert load_scorer(tmp_path).response_tokens == 12

@@ -85,6 +85,15 @@ class RewardTrainingSettings:
     max_new_tokens: int = field(
         default=48, metadata={"help": "Length in tokens of the sampled responses."}
     )
+    cut_responses: bool = field(
+        default=True,
+        metadata={
+            "help": "Read only the first max_new_tokens tokens of every response, in "
+            "training and in scoring. Whole demonstrations end a sentence and samples "
+            "cut at max_new_tokens do not; without the cut a reward model learns that "
+            "difference and pays for short responses rather than for refusing."
+        },
+    )
     score_batch_size: int = field(
         default=16, metadata={"help": "Sequences per forward pass when scoring."}
     )
@@ -134,6 +143,11 @@ class RewardTrainingSettings:
         },
     )
 
+    @property
+    def response_tokens(self) -> int | None:
+        """Tokens of each response a reward model reads, or None to read all of it."""
+        return self.max_new_tokens if self.cut_responses else None
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode is {self.mode!r}; allowed: {', '.join(MODES)}")
@@ -163,7 +177,7 @@ class RewardTrainingSettings:
             raise ValueError(
                 f"warm_start_min_gap is {gap!r}; allowed: a number in [0, 2)"
             )
-        for name in ("warm_start_refusals", "warm_start_compliance"):
+        for name in ("warm_start_refusals", "warm_start_compliance", "cut_responses"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"{name} is {getattr(self, name)!r}; allowed: true or false"
@@ -320,17 +334,20 @@ class EncodedPairs:
 
 
 def encode_pairs(
-    unit: RewardUnit, pairs: Sequence[PreferencePair], max_length: int
+    unit: RewardUnit,
+    pairs: Sequence[PreferencePair],
+    max_length: int,
+    response_tokens: int | None = None,
 ) -> EncodedPairs:
     """Tokenize every pair with ``encode_sequence``, the function scoring uses."""
     tokenizer = unit.tokenizer
+
+    def encode(prompt: str, response: str) -> list[int]:
+        return encode_sequence(tokenizer, prompt, response, max_length, response_tokens)
+
     return EncodedPairs(
-        chosen=[
-            encode_sequence(tokenizer, p.prompt, p.chosen, max_length) for p in pairs
-        ],
-        rejected=[
-            encode_sequence(tokenizer, p.prompt, p.rejected, max_length) for p in pairs
-        ],
+        chosen=[encode(p.prompt, p.chosen) for p in pairs],
+        rejected=[encode(p.prompt, p.rejected) for p in pairs],
         head_ids=unit.head_ids([p.category for p in pairs]),
         margins=torch.tensor([p.margin for p in pairs], dtype=torch.float32),
     )
@@ -353,10 +370,11 @@ def pair_margins(
     pairs: Sequence[PreferencePair],
     *,
     max_length: int,
+    response_tokens: int | None = None,
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Return r(x, chosen) - r(x, rejected) of every pair, float32 shape (N,)."""
-    encoded = encode_pairs(unit, pairs, max_length)
+    encoded = encode_pairs(unit, pairs, max_length, response_tokens)
     device = next(unit.model.parameters()).device
     unit.model.eval()
     margins = []
@@ -384,7 +402,9 @@ def train_unit(
         raise DrirlError(
             f"reward model {unit.key!r} has no preference pairs to train on"
         )
-    encoded = encode_pairs(unit, pairs, settings.max_length)
+    encoded = encode_pairs(
+        unit, pairs, settings.max_length, settings.response_tokens
+    )
     device = next(unit.model.parameters()).device
     batches_per_epoch = math.ceil(len(pairs) / settings.batch_size)
     steps = max(1, math.ceil(settings.epochs * batches_per_epoch))
@@ -507,7 +527,12 @@ def train_models(
         entry: dict[str, Any] = {"pairs": len(group)}
         if measure:
             entry["before"] = ranking_summary(
-                pair_margins(unit, group, max_length=settings.max_length)
+                pair_margins(
+                    unit,
+                    group,
+                    max_length=settings.max_length,
+                    response_tokens=settings.response_tokens,
+                )
             )
         entry.update(
             train_unit(
@@ -520,7 +545,12 @@ def train_models(
         )
         if measure:
             entry["after"] = ranking_summary(
-                pair_margins(unit, group, max_length=settings.max_length)
+                pair_margins(
+                    unit,
+                    group,
+                    max_length=settings.max_length,
+                    response_tokens=settings.response_tokens,
+                )
             )
         unit.save(folder)
         results[key] = entry
@@ -533,6 +563,7 @@ def train_models(
         "models": {key: key for key in groups},
         "routes": routes,
         "max_length": settings.max_length,
+        "response_tokens": settings.response_tokens,
         "seed": ctx.seed,
         "policy_path": str(policy_path),
         "pairs": {key: r["pairs"] for key, r in results.items()},
