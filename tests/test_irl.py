@@ -131,7 +131,12 @@ def test_irl_ranks_demos_better_than_before(irl_run, embedded_policy):
     pairs = harmful_round_pairs(out_dir)
     untrained = MultiHeadRewardModel.from_policy(embedded_policy, sorted(CATEGORIES), 0)
     trained = learner.load(out_dir, ctx)
-    before = MultiHeadScorer(untrained, trained.tokenizer, max_length=160)
+    before = MultiHeadScorer(
+        untrained,
+        trained.tokenizer,
+        max_length=160,
+        response_tokens=trained.response_tokens,
+    )
     assert len(pairs) == 4
     assert mean_margin(trained, pairs) > mean_margin(before, pairs)
 
@@ -143,6 +148,13 @@ def test_irl_manifest_records_round(irl_run):
     assert len(manifest["rounds"]) == 1
     assert manifest["pairs"] == {MULTIHEAD_KEY: 6}
     assert ranking["after"]["loss"] < ranking["before"]["loss"]
+
+
+@pytest.mark.slow
+def test_irl_scorer_reads_sample_length(irl_run):
+    learner, out_dir, ctx, manifest = irl_run
+    assert manifest["response_tokens"] == 12
+    assert learner.load(out_dir, ctx).response_tokens == 12
 
 
 @pytest.mark.slow
