@@ -78,7 +78,7 @@ def encode_sequence(
     """Tokenize one (prompt, response) pair, cut to at most ``max_length`` tokens.
 
     With ``response_tokens`` the response is first cut to that many tokens, so a whole
-    demonstration and a sample that generation cut short both end mid-text.
+    demonstration is read to the same length as a sample cut at that generation length.
     A sequence that is too long loses tokens before its final one, so it still ends with the
     end-of-turn token where the score is read.
     """

@@ -90,7 +90,7 @@ class RewardTrainingSettings:
         metadata={
             "help": "Read only the first max_new_tokens tokens of every response, in "
             "training and in scoring. Whole demonstrations end a sentence and samples "
-            "cut at max_new_tokens do not; without the cut a reward model learns that "
+            "cut at max_new_tokens do not. Without the cut a reward model learns that "
             "difference and pays for short responses rather than for refusing."
         },
     )
