@@ -56,6 +56,9 @@ class CellConfig:
     benchmark_components: dict[str, str] = field(default_factory=dict)
     trust_remote_code: bool = False
     warm_start: WarmStart | None = None
+    # The optimizer stage's seed where it differs from ``seed``: the warm start and the
+    # reward models keep ``seed``, so cells that differ only here share them.
+    optimizer_seed: int | None = None
 
     @property
     def trains(self) -> bool:
@@ -254,6 +257,14 @@ def resolve_cell(
     if problem is not None:
         raise ConfigError(problem, file=file, field=loc("model"), value=config["model"])
     _check_type(config["seed"], (int,), "an integer", file, loc("seed"))
+    if config["optimizer_seed"] is not None:
+        _check_type(
+            config["optimizer_seed"],
+            (int,),
+            "an integer or null",
+            file,
+            loc("optimizer_seed"),
+        )
     categories = _resolve_categories(
         config["categories"], plugins, file, loc("categories")
     )
@@ -411,4 +422,5 @@ def resolve_cell(
         preset=cell.preset,
         trust_remote_code=config["trust_remote_code"],
         warm_start=warm_start,
+        optimizer_seed=config["optimizer_seed"],
     )

@@ -248,6 +248,12 @@ class ExperimentRunner:
             "data": data_digest,
             "seed": cell.seed,
         }
+        # Added only when it differs from the cell's seed. The keys of earlier runs stay
+        # valid, and optimizer_seed equal to seed reuses the stage trained without it.
+        optimize_ctx = ctx
+        if cell.optimizer_seed is not None and cell.optimizer_seed != cell.seed:
+            optimize_inputs["optimizer_seed"] = cell.optimizer_seed
+            optimize_ctx = dataclasses.replace(ctx, seed=cell.optimizer_seed)
 
         def optimize(tmp: Path) -> dict[str, Any]:
             # The scorer and scaler load only here, so a reused stage costs no model load.
@@ -260,7 +266,9 @@ class ExperimentRunner:
                 combine=cell.scaler_combine,
                 weights=cell.scaler_weights,
             )
-            result = optimizer.train(Path(policy), train, scorer, scaler, tmp, ctx)
+            result = optimizer.train(
+                Path(policy), train, scorer, scaler, tmp, optimize_ctx
+            )
             if is_main_process():
                 write_json_atomic(tmp / "log_history.json", result.log_history)
             return {"steps": len(result.log_history)}

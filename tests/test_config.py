@@ -93,6 +93,27 @@ def test_wrong_type_training_setting(tmp_path, plugins):
     assert "'many'" in message
 
 
+def test_optimizer_seed_defaults_to_none(tmp_path, plugins):
+    experiment = load_experiment(write(tmp_path, {"seed": 3}), plugins)
+    assert [(c.seed, c.optimizer_seed) for c in experiment.cells] == [(3, None)]
+
+
+def test_optimizer_seed_matrix(tmp_path, plugins):
+    path = write(tmp_path, {"matrix": {"optimizer_seed": [1, 2]}})
+    experiment = load_experiment(path, plugins)
+    assert [(c.seed, c.optimizer_seed) for c in experiment.cells] == [(0, 1), (0, 2)]
+
+
+def test_optimizer_seed_wrong_type_names_matrix_entry(tmp_path, plugins):
+    path = write(tmp_path, {"matrix": {"optimizer_seed": [1, "two"]}})
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, plugins)
+    message = str(info.value)
+    assert "optimizer_seed" in message
+    assert "'two'" in message
+    assert "an integer or null" in message
+
+
 def test_unknown_training_setting_lists_fields(tmp_path, plugins):
     path = write(tmp_path, {"optimizer": "grpo", "training": {"lr": 0.1}})
     with pytest.raises(ConfigError) as info:

@@ -85,3 +85,49 @@ def test_rerun_reuses_every_stage(run):
     # evaluations each.
     assert second_run.count(": reusing ") == 12
     assert " trained" not in second_run
+
+
+
+@pytest.fixture(scope="module")
+def seeded_run(run, tmp_path_factory):
+    """The grpo cell again with ``optimizer_seed`` 0 and 1, in a run folder of its own.
+
+    Every stage folder of the first run is linked in, so that run's stages are reused.
+    """
+    _, first = run
+    folder = tmp_path_factory.mktemp("seeded")
+    experiment = folder / "seeded.yaml"
+    seeded = {
+        **EXPERIMENT,
+        "optimizer": "grpo",
+        "baselines": [],
+        "matrix": {"optimizer_seed": [0, 1]},
+    }
+    experiment.write_text(yaml.safe_dump(seeded), encoding="utf-8")
+    out = folder / "run"
+    (out / "stages").mkdir(parents=True)
+    for stage in (first / "stages").iterdir():
+        (out / "stages" / stage.name).symlink_to(stage)
+    trained_before = len(list((first / "stages" / "optimize").iterdir()))
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
+    return first, out, trained_before
+
+
+def test_optimizer_seed_equal_to_seed_reuses_policy(seeded_run):
+    first, out, _ = seeded_run
+    unseeded = json.loads((first / "cells" / "grpo.json").read_text())
+    cell = json.loads((out / "cells" / "0.json").read_text())
+    assert cell["stages"]["optimize"] == unseeded["stages"]["optimize"]
+
+
+def test_optimizer_seed_reuses_reward_and_retrains_policy(seeded_run):
+    first, out, trained_before = seeded_run
+    unseeded = json.loads((first / "cells" / "grpo.json").read_text())
+    cell = json.loads((out / "cells" / "1.json").read_text())
+    assert cell["stages"]["reward"] == unseeded["stages"]["reward"]
+    assert cell["stages"]["optimize"] != unseeded["stages"]["optimize"]
+    record = json.loads((out / cell["stages"]["optimize"] / "stage.json").read_text())
+    assert (record["inputs"]["seed"], record["inputs"]["optimizer_seed"]) == (0, 1)
+    # Only the seed-1 policy was trained: one optimize folder more than before.
+    optimize = first / "stages" / "optimize"
+    assert len(list(optimize.iterdir())) == trained_before + 1
