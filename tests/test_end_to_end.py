@@ -2,7 +2,8 @@
 
 Every stage is real (TRL RewardTrainer and GRPOTrainer, lm-eval generation) but tiny: one
 harmful and one benign prompt for training and for evaluation, one GRPO step of four
-completions. A second run of the same experiment must reuse every stage.
+completions. A second run of the same experiment must reuse every stage, and a run over
+``optimizer_seed`` must reuse the reward stages and retrain only the seeded policy.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ def test_rerun_reuses_every_stage(run):
     # evaluations each.
     assert second_run.count(": reusing ") == 12
     assert " trained" not in second_run
-
 
 
 @pytest.fixture(scope="module")
