@@ -56,7 +56,7 @@ class CellConfig:
     benchmark_components: dict[str, str] = field(default_factory=dict)
     trust_remote_code: bool = False
     warm_start: WarmStart | None = None
-    # The optimizer stage's seed where it differs from ``seed``: the warm start and the
+    # Seed of the optimizer stage alone, or None for ``seed``. The warm start and the
     # reward models keep ``seed``, so cells that differ only here share them.
     optimizer_seed: int | None = None
 
@@ -257,14 +257,13 @@ def resolve_cell(
     if problem is not None:
         raise ConfigError(problem, file=file, field=loc("model"), value=config["model"])
     _check_type(config["seed"], (int,), "an integer", file, loc("seed"))
-    if config["optimizer_seed"] is not None:
-        _check_type(
-            config["optimizer_seed"],
-            (int,),
-            "an integer or null",
-            file,
-            loc("optimizer_seed"),
-        )
+    _check_type(
+        config["optimizer_seed"],
+        (int, type(None)),
+        "an integer or null",
+        file,
+        loc("optimizer_seed"),
+    )
     categories = _resolve_categories(
         config["categories"], plugins, file, loc("categories")
     )

@@ -6,7 +6,7 @@ An experiment is a YAML mapping (read with ``yaml.safe_load``). Its fields, with
     model: embedded             # "embedded", a local Hugging Face model folder, or a hub name
     trust_remote_code: false    # true runs the Python code that comes with the model
     seed: 0
-    optimizer_seed: null        # the optimizer stage's seed; null uses seed
+    optimizer_seed: null        # seed of the optimizer stage alone (null: seed)
     categories: all             # or a list of harm category names
     data: {train_per_category: null, eval_per_category: null}
     reward: {learner: bradley_terry, settings: {}}

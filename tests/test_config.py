@@ -104,7 +104,7 @@ def test_optimizer_seed_matrix(tmp_path, plugins):
     assert [(c.seed, c.optimizer_seed) for c in experiment.cells] == [(0, 1), (0, 2)]
 
 
-def test_optimizer_seed_wrong_type_names_matrix_entry(tmp_path, plugins):
+def test_optimizer_seed_wrong_type(tmp_path, plugins):
     path = write(tmp_path, {"matrix": {"optimizer_seed": [1, "two"]}})
     with pytest.raises(ConfigError) as info:
         load_experiment(path, plugins)
