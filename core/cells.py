@@ -59,6 +59,9 @@ class CellConfig:
     # Seed of the optimizer stage alone, or None for ``seed``. The warm start and the
     # reward models keep ``seed``, so cells that differ only here share them.
     optimizer_seed: int | None = None
+    # Save the policy every this many optimizer steps and evaluate each saved policy
+    # with the cell's benchmarks and judge, or None for the final policy alone.
+    checkpoint_every: int | None = None
 
     @property
     def trains(self) -> bool:
@@ -380,6 +383,16 @@ def resolve_cell(
         )
 
     evaluation = config["evaluation"]
+    every = evaluation["checkpoint_every"]
+    if every is not None and (
+        not isinstance(every, int) or isinstance(every, bool) or every < 1
+    ):
+        raise ConfigError(
+            "must be an integer >= 1 (optimizer steps between saved policies) or null",
+            file=file,
+            field=loc("evaluation.checkpoint_every"),
+            value=every,
+        )
     judge_name = evaluation["judge"]
     judge = _require("judge", judge_name, plugins, file, loc("evaluation.judge"))
     judge_settings = build_settings(
@@ -422,4 +435,5 @@ def resolve_cell(
         trust_remote_code=config["trust_remote_code"],
         warm_start=warm_start,
         optimizer_seed=config["optimizer_seed"],
+        checkpoint_every=every,
     )

@@ -67,6 +67,9 @@ class RunContext:
     model folder names in its config's ``auto_map``. Judge models named in judge settings
     are loaded with it False. ``warm_start_model`` is the cell's warm-started policy when
     its reward stage samples it (``warm_start_samples``), else None.
+    ``checkpoint_every`` is set for the optimize stage of a cell with
+    ``evaluation.checkpoint_every``: an optimizer then saves the policy every that many
+    steps with ``drirl.checkpoints`` (see there for the folders).
     """
 
     seed: int = 0
@@ -76,6 +79,7 @@ class RunContext:
     show_progress: bool = True
     trust_remote_code: bool = False
     warm_start_model: Path | None = None
+    checkpoint_every: int | None = None
 
 
 def warn_remote_code(model: str) -> None:

@@ -19,7 +19,8 @@ An experiment is a YAML mapping (read with ``yaml.safe_load``). Its fields, with
     scaler_combine: product     # or "sum" (weighted by scaler_weights)
     scaler_weights: null
     evaluation: {judge: refusal_phrases, judge_settings: {}, settings: {},
-                 benchmarks: [harmful_refusal, over_refusal]}
+                 benchmarks: [harmful_refusal, over_refusal],
+                 checkpoint_every: null}  # N: also evaluate the policy every N steps
     matrix: {}                  # see drirl.matrix
     baselines: []               # preset names from registry.yaml
 
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "judge_settings": {},
         "benchmarks": ["harmful_refusal", "over_refusal"],
         "settings": {},
+        "checkpoint_every": None,
     },
     "matrix": {},
     "baselines": [],

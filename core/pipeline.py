@@ -17,6 +17,7 @@ from typing import Any
 
 from drirl.atomic import remove_stale_temporaries, write_json_atomic
 from drirl.cells import CellConfig
+from drirl.checkpoints import list_checkpoints
 from drirl.components import JudgeRun, Metric, Record, RunContext
 from drirl.config import Experiment
 from drirl.dataset import balance, select
@@ -166,6 +167,12 @@ class ExperimentRunner:
         metrics = self._evaluate(
             cell, ctx, model_path, model_id, evaluation, stages, judge_reports
         )
+        if cell.trains and cell.checkpoint_every is not None:
+            training["checkpoints"] = self._evaluate_checkpoints(
+                cell, ctx, Path(model_path).parent, model_id, evaluation, stages
+            )
+            last = getattr(cell.training, "steps", None)
+            training["checkpoints"].append({"step": last, "metrics": _plain(metrics)})
         metrics.update(reward_metrics)
         return CellResult(
             cell.id,
@@ -254,6 +261,13 @@ class ExperimentRunner:
         if cell.optimizer_seed is not None and cell.optimizer_seed != cell.seed:
             optimize_inputs["optimizer_seed"] = cell.optimizer_seed
             optimize_ctx = dataclasses.replace(ctx, seed=cell.optimizer_seed)
+        # Added only when set, as above. The stage folder then contains the saved
+        # policies too.
+        if cell.checkpoint_every is not None:
+            optimize_inputs["checkpoint_every"] = cell.checkpoint_every
+            optimize_ctx = dataclasses.replace(
+                optimize_ctx, checkpoint_every=cell.checkpoint_every
+            )
 
         def optimize(tmp: Path) -> dict[str, Any]:
             # The scorer and scaler load only here, so a reused stage costs no model load.
@@ -353,6 +367,57 @@ class ExperimentRunner:
         stages["reward_eval"] = str(folder.relative_to(self.run_dir))
         return read_metrics(folder / METRICS_FILE)
 
+    def _evaluate_checkpoints(
+        self,
+        cell: CellConfig,
+        ctx: RunContext,
+        optimize_dir: Path,
+        model_id: str,
+        evaluation: list[Record],
+        stages: dict[str, str],
+    ) -> list[dict[str, Any]]:
+        """Evaluate every policy the optimize stage saved, one (step, metrics) row each.
+
+        Each saved policy runs the cell's benchmarks with its judge, as the final policy
+        does, in evaluate stages of its own (``evaluate/<benchmark>/step-<step>`` in
+        ``stages``).
+        """
+        saved = list_checkpoints(optimize_dir)
+        steps = getattr(cell.training, "steps", None)
+        if not saved and (steps is None or cell.checkpoint_every < steps):
+            logger.warning(
+                "%s: evaluation.checkpoint_every is %d, but optimizer %r saved no "
+                "policy in %s; the cell reports its final policy alone",
+                cell.id,
+                cell.checkpoint_every,
+                cell.optimizer,
+                optimize_dir,
+            )
+        rows = []
+        for index, (step, folder) in enumerate(saved, start=1):
+            logger.info(
+                "%s: evaluating the policy saved after step %d (%d of %d)",
+                cell.id,
+                step,
+                index,
+                len(saved),
+            )
+            step_stages = {"reward": stages["reward"]} if "reward" in stages else {}
+            metrics = self._evaluate(
+                cell,
+                ctx,
+                folder,
+                f"{model_id}/step-{step}",
+                evaluation,
+                step_stages,
+                {},
+            )
+            for name, folder_name in step_stages.items():
+                if name.startswith("evaluate/"):
+                    stages[f"{name}/step-{step}"] = folder_name
+            rows.append({"step": step, "metrics": _plain(metrics)})
+        return rows
+
     def _evaluate(
         self,
         cell: CellConfig,
@@ -416,6 +481,10 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _plain(metrics: dict[str, Metric]) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(m) for name, m in sorted(metrics.items())}
 
 
 def read_metrics(path: Path) -> dict[str, Metric]:

@@ -1,5 +1,5 @@
-"""PNG plots of a run's report: per-category refusal, the safety/usefulness trade-off and
-training curves.
+"""PNG plots of a run's report: per-category refusal, the safety/usefulness trade-off,
+training curves and the eval-split rates of the policies saved during training.
 
 Every plot reads only the results document (results.json) and the optimize stages' saved
 ``log_history.json``, so ``drirl report RUN_DIR`` redraws them from a finished run. A plot
@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from drirl.atomic import write_bytes_atomic  # noqa: E402
+from drirl.checkpoint_curves import CURVE_METRICS, checkpoint_rows  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,53 @@ def training_curves_plot(
     return _save(figure, path)
 
 
+def checkpoint_plot(document: dict[str, Any], path: Path) -> Path | None:
+    """Plot the saved policies' eval-split rates against the step, one panel each."""
+    cells = [cell for cell in document["cells"] if checkpoint_rows(cell)]
+    panels = [
+        (name, title)
+        for name, title in CURVE_METRICS.items()
+        if any(name in row["metrics"] for c in cells for row in checkpoint_rows(c))
+    ]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False
+    )
+    for axis, (name, title) in zip(axes[0], panels):
+        for index, cell in enumerate(cells):
+            rows = [
+                row
+                for row in checkpoint_rows(cell)
+                if name in row["metrics"] and row["step"] is not None
+            ]
+            if not rows:
+                continue
+            steps = [row["step"] for row in rows]
+            metrics = [row["metrics"][name] for row in rows]
+            colour = f"C{index}"
+            axis.plot(
+                steps,
+                [m["value"] for m in metrics],
+                marker="o",
+                color=colour,
+                label=cell["id"],
+            )
+            if all(m.get("ci_low") is not None for m in metrics):
+                axis.fill_between(
+                    steps,
+                    [m["ci_low"] for m in metrics],
+                    [m["ci_high"] for m in metrics],
+                    color=colour,
+                    alpha=0.15,
+                )
+        axis.set_ylim(-0.05, 1.05)
+        axis.set_title(f"{title} (eval split)")
+        axis.set_xlabel("step")
+    axes[0][0].legend(fontsize="small")
+    return _save(figure, path)
+
+
 def write_plots(run_dir: Path, document: dict[str, Any]) -> list[Path]:
     """Draw every plot the document has data for into ``<run>/report/``."""
     folder = run_dir / "report"
@@ -207,6 +255,7 @@ def write_plots(run_dir: Path, document: dict[str, Any]) -> list[Path]:
         category_refusal_plot(document, folder / "category_refusal.png"),
         tradeoff_plot(document, folder / "safety_vs_usefulness.png"),
         training_curves_plot(document, run_dir, folder / "training_curves.png"),
+        checkpoint_plot(document, folder / "checkpoint_curves.png"),
     ]
     paths = [path for path in written if path is not None]
     logger.info("plots written: %s", ", ".join(p.name for p in paths) or "none")

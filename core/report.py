@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl.atomic import write_json_atomic, write_text_atomic
+from drirl.checkpoint_curves import checkpoint_section
 from drirl.errors import DrirlError
 from drirl.plots import write_plots
 from drirl.training_curves import curves_section
@@ -218,6 +219,7 @@ def markdown_report(document: dict[str, Any]) -> str:
         }
     )
     parts += curves_section(cells)
+    parts += checkpoint_section(cells)
     parts += reward_model_section(cells)
     if other:
         parts += ["", "## Other metrics", "", _table(cells, other, other)]
@@ -231,7 +233,7 @@ def markdown_report(document: dict[str, Any]) -> str:
         extra = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in training.items()
-            if k != "curves"  # shown in their own section
+            if k not in ("curves", "checkpoints")  # shown in their own sections
         )
         parts.append(
             f"- `{cell['id']}`: {settings}; {cell['seconds']:.0f}s"

@@ -114,6 +114,22 @@ def test_optimizer_seed_wrong_type(tmp_path, plugins):
     assert "an integer or null" in message
 
 
+def test_checkpoint_every_defaults_to_none(tmp_path, plugins):
+    experiment = load_experiment(write(tmp_path, {}), plugins)
+    assert [c.checkpoint_every for c in experiment.cells] == [None]
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "10", True])
+def test_checkpoint_every_rejects_value(tmp_path, plugins, bad):
+    path = write(tmp_path, {"evaluation": {"checkpoint_every": bad}})
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, plugins)
+    message = str(info.value)
+    assert "evaluation.checkpoint_every" in message
+    assert "an integer >= 1" in message
+    assert repr(bad) in message
+
+
 def test_unknown_training_setting_lists_fields(tmp_path, plugins):
     path = write(tmp_path, {"optimizer": "grpo", "training": {"lr": 0.1}})
     with pytest.raises(ConfigError) as info:

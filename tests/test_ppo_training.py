@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from drirl.checkpoints import checkpoint_path, list_checkpoints
 from drirl.components import DifficultyScaler, Record, RunContext
 from drirl.plugins.optimizers.ppo import PPO
 from drirl.plugins.optimizers.ppo_data import PPOSettings
@@ -159,3 +160,17 @@ def test_ppo_s_logs_alpha(embedded_policy, records, ctx, tmp_path):
     assert entry["alpha/mean"] == 2.0
     assert entry["alpha/min"] == 2.0
     assert entry["alpha/max"] == 2.0
+
+
+def test_ppo_saves_checkpoint_before_last_step(embedded_policy, records, ctx, tmp_path):
+    settings = dataclasses.replace(
+        SETTINGS, steps=2, ppo_epochs=1, max_completion_length=6
+    )
+    saving_ctx = dataclasses.replace(ctx, checkpoint_every=1)
+    result = PPO(settings).train(
+        embedded_policy, records, BrevityScorer(), None, tmp_path, saving_ctx
+    )
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [1]
+    saved = load_file(checkpoint_path(tmp_path, 1) / "model.safetensors")
+    final = load_file(result.model_path / "model.safetensors")
+    assert any(not torch.equal(saved[name], final[name]) for name in final)

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
 from drirl.atomic import write_json_atomic, write_text_atomic
+from drirl.checkpoints import collect_trainer_checkpoints, trainer_save_values
 from drirl.components import DifficultyScaler, Record, RunContext, TrainResult
 from drirl.distributed import is_main_process, main_process_first
 from drirl.errors import DrirlError
@@ -55,11 +56,12 @@ MANAGED_FIELDS = (
 def build_dpo_config(
     settings: DPOSettings, out_dir: Path, ctx: RunContext
 ) -> DPOConfig:
-    """Build the DPOConfig: fp32, no checkpoints or trackers, steps and seed from drirl."""
+    """Build the DPOConfig: fp32, no trackers, checkpoints only as ``ctx`` asks."""
     check_trl_args(settings.trl_args, DPOConfig, MANAGED_FIELDS)
     values: dict[str, Any] = {
         **base_config_values(ctx),
         **settings.trl_args,
+        **trainer_save_values(ctx.checkpoint_every),
         "output_dir": str(out_dir / "trainer"),
         "max_steps": settings.steps,
         "per_device_train_batch_size": settings.batch_size,
@@ -165,6 +167,8 @@ def run_dpo(
         settings.batch_size,
     )
     trainer.train()
+    if is_main_process():
+        collect_trainer_checkpoints(out_dir / "trainer", out_dir, settings.steps)
 
     model_path = out_dir / MODEL_DIR
     save_model_atomic(trainer, trainer.processing_class, model_path)

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from drirl.atomic import write_json_atomic
+from drirl.checkpoints import collect_trainer_checkpoints, trainer_save_values
 from drirl.components import (
     DifficultyScaler,
     Record,
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
 LOG_HISTORY_FILE = "log_history.json"
+TRAINER_DIR = "trainer"
 # Fields that drirl sets itself; trl_args may not override them.
 MANAGED_FIELDS = (
     "output_dir",
@@ -53,7 +55,10 @@ MANAGED_FIELDS = (
 
 
 def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPOConfig:
-    """Build the GRPOConfig: fp32, no checkpoints or trackers, steps and seed from drirl."""
+    """Build the GRPOConfig: fp32, no trackers, steps and seed from drirl.
+
+    The Trainer saves no checkpoints unless ``ctx.checkpoint_every`` asks for them.
+    """
     known = {f.name for f in dataclasses.fields(GRPOConfig)}
     unknown = sorted(set(settings.trl_args) - known)
     if unknown:
@@ -80,7 +85,8 @@ def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPO
         "save_strategy": "no",
         "log_completions": False,
         **settings.trl_args,
-        "output_dir": str(out_dir / "trainer"),
+        **trainer_save_values(ctx.checkpoint_every),
+        "output_dir": str(out_dir / TRAINER_DIR),
         "max_steps": settings.steps,
         "per_device_train_batch_size": settings.batch_size,
         "num_generations": settings.num_generations,
@@ -172,6 +178,8 @@ def run_grpo(
         settings.batch_size,
     )
     trainer.train()
+    if is_main_process():
+        collect_trainer_checkpoints(out_dir / TRAINER_DIR, out_dir, settings.steps)
 
     model_path = out_dir / MODEL_DIR
     _save_model_atomic(trainer, tokenizer, model_path)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from drirl.atomic import atomic_folder, write_json_atomic
+from drirl.checkpoints import checkpoint_path, wants_checkpoint
 from drirl.components import (
     DifficultyScaler,
     Record,
@@ -91,6 +92,17 @@ def _mean_over_processes(
     return dict(zip(keys, reduced.tolist(), strict=True))
 
 
+def _save_policy(
+    accelerator: Accelerator, module: torch.nn.Module, tokenizer: Any, path: Path
+) -> None:
+    """Save the policy's weights and the tokenizer to ``path`` (main process only)."""
+    if accelerator.is_main_process:
+        unwrapped: PolicyWithValueHead = accelerator.unwrap_model(module)
+        with atomic_folder(path) as tmp:
+            unwrapped.policy.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+
+
 def _save(
     accelerator: Accelerator,
     module: torch.nn.Module,
@@ -100,11 +112,9 @@ def _save(
 ) -> Path:
     model_path = out_dir / MODEL_DIR
     accelerator.wait_for_everyone()
+    _save_policy(accelerator, module, tokenizer, model_path)
     if accelerator.is_main_process:
         unwrapped: PolicyWithValueHead = accelerator.unwrap_model(module)
-        with atomic_folder(model_path) as tmp:
-            unwrapped.policy.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
         unwrapped.value_head.save(out_dir / VALUE_HEAD_FILE)
         write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
     accelerator.wait_for_everyone()
@@ -251,6 +261,11 @@ def run_ppo(
     ):
         entry = loop.step(step, next(batches))
         log_history.append(entry)
+        if wants_checkpoint(step, ctx.checkpoint_every, settings.steps):
+            accelerator.wait_for_everyone()
+            _save_policy(
+                accelerator, loop.module, loop.tokenizer, checkpoint_path(out_dir, step)
+            )
         logger.info(
             "ppo step %d/%d: reward %.4f, kl %.4f, policy loss %.4f, value loss %.4f, "
             "clip fraction %.3f",

@@ -22,6 +22,7 @@ from trl import SFTConfig, SFTTrainer
 
 from drirl import hookimpl
 from drirl.atomic import write_json_atomic
+from drirl.checkpoints import collect_trainer_checkpoints, trainer_save_values
 from drirl.components import (
     DifficultyScaler,
     Optimizer,
@@ -148,11 +149,12 @@ def build_sft_dataset(
 def build_sft_config(
     settings: SFTSettings, out_dir: Path, ctx: RunContext
 ) -> SFTConfig:
-    """Build the SFTConfig: fp32, no checkpoints or trackers, steps and seed from drirl."""
+    """Build the SFTConfig: fp32, no trackers, checkpoints only as ``ctx`` asks."""
     check_trl_args(settings.trl_args, SFTConfig, MANAGED_FIELDS)
     values: dict[str, Any] = {
         **base_config_values(ctx),
         **settings.trl_args,
+        **trainer_save_values(ctx.checkpoint_every),
         "output_dir": str(out_dir / "trainer"),
         "max_steps": settings.steps,
         "per_device_train_batch_size": settings.batch_size,
@@ -226,6 +228,9 @@ class SFT(Optimizer):
             self.settings.batch_size,
         )
         trainer.train()
+        if is_main_process():
+            last_step = self.settings.steps
+            collect_trainer_checkpoints(out_dir / "trainer", out_dir, last_step)
 
         model_path = out_dir / MODEL_DIR
         save_model_atomic(trainer, trainer.processing_class, model_path)
