@@ -3,10 +3,9 @@
 A cell with ``evaluation.checkpoint_every: N`` keeps one row per saved policy, and one
 for the final policy, in ``training["checkpoints"]``. A row is
 ``{"step": ..., "metrics": {...}}`` with the same metrics as the cell's own (see
-``drirl.checkpoints``). Unlike the refusal
-monitors (``drirl.training_curves``), which follow the sampled completions of training
-prompts, these rates come from the evaluate stage: greedy decoding of the eval split,
-judged by the cell's judge.
+``drirl.checkpoints``). The refusal monitors (``drirl.training_curves``) follow sampled
+completions of the training prompts. These rates come from the evaluate stage instead:
+greedy decoding of the eval split, judged by the cell's judge.
 """
 
 from __future__ import annotations
