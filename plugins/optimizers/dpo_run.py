@@ -56,7 +56,7 @@ MANAGED_FIELDS = (
 def build_dpo_config(
     settings: DPOSettings, out_dir: Path, ctx: RunContext
 ) -> DPOConfig:
-    """Build the DPOConfig: fp32, no trackers, checkpoints only as ``ctx`` asks."""
+    """Build the DPOConfig: fp32, no trackers, checkpoints only if ``ctx`` sets them."""
     check_trl_args(settings.trl_args, DPOConfig, MANAGED_FIELDS)
     values: dict[str, Any] = {
         **base_config_values(ctx),

@@ -57,7 +57,7 @@ MANAGED_FIELDS = (
 def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPOConfig:
     """Build the GRPOConfig: fp32, no trackers, steps and seed from drirl.
 
-    The Trainer saves no checkpoints unless ``ctx.checkpoint_every`` asks for them.
+    The Trainer saves no checkpoints unless ``ctx.checkpoint_every`` is set.
     """
     known = {f.name for f in dataclasses.fields(GRPOConfig)}
     unknown = sorted(set(settings.trl_args) - known)

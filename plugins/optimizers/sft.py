@@ -149,7 +149,7 @@ def build_sft_dataset(
 def build_sft_config(
     settings: SFTSettings, out_dir: Path, ctx: RunContext
 ) -> SFTConfig:
-    """Build the SFTConfig: fp32, no trackers, checkpoints only as ``ctx`` asks."""
+    """Build the SFTConfig: fp32, no trackers, checkpoints only if ``ctx`` sets them."""
     check_trl_args(settings.trl_args, SFTConfig, MANAGED_FIELDS)
     values: dict[str, Any] = {
         **base_config_values(ctx),
