@@ -19,6 +19,7 @@ from drirl.dataset import balanced_by_kind
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, chat_text
 from drirl.kind_heads import score_with_kinds
+from drirl.lora import lora_values
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ class GRPOSettings(OptimizerSettings):
     benign) are repeated until both kinds are equally many, so benign look-alikes get as
     many groups as harmful prompts.
     ``trl_args`` passes further GRPOConfig fields through unchanged (for example
-    ``gradient_accumulation_steps`` or ``loss_type``).
+    ``gradient_accumulation_steps`` or ``loss_type``). ``lora`` trains LoRA adapters
+    instead of every weight (``drirl.lora`` lists its keys and defaults). Null, the
+    default, trains every weight.
     """
 
     num_generations: int = 4
@@ -64,6 +67,7 @@ class GRPOSettings(OptimizerSettings):
     nonfinite_rewards: str = "raise"
     balance_kinds: bool = False
     trl_args: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         lr = self.learning_rate
@@ -124,6 +128,7 @@ class GRPOSettings(OptimizerSettings):
             self.trl_args,
             "a mapping of GRPOConfig field names to values",
         )
+        lora_values(self.lora)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict."""

@@ -24,6 +24,12 @@ from drirl.components import (
 from drirl.distributed import is_main_process, shared_atomic_folder
 from drirl.errors import ConfigError, DrirlError
 from drirl.generation import load_tokenizer
+from drirl.lora import (
+    lora_config,
+    lora_values,
+    merge_saved_adapters,
+    save_merged_atomic,
+)
 from drirl.plugins.optimizers.grpo_data import (
     GRPOSettings,
     build_train_dataset,
@@ -162,6 +168,9 @@ def run_grpo(
         "train_dataset": dataset,
         "processing_class": tokenizer,
     }
+    lora = lora_values(settings.lora)
+    if lora is not None:
+        kwargs["peft_config"] = lora_config(lora)
     if scaler is None:
         trainer = GRPOTrainer(**kwargs)
     else:
@@ -179,10 +188,19 @@ def run_grpo(
     )
     trainer.train()
     if is_main_process():
-        collect_trainer_checkpoints(out_dir / TRAINER_DIR, out_dir, settings.steps)
+        saved = collect_trainer_checkpoints(
+            out_dir / TRAINER_DIR, out_dir, settings.steps
+        )
+        if lora is not None:
+            merge_saved_adapters(
+                saved, policy_path, trust_remote_code=ctx.trust_remote_code
+            )
 
     model_path = out_dir / MODEL_DIR
-    _save_model_atomic(trainer, tokenizer, model_path)
+    if lora is None:
+        _save_model_atomic(trainer, tokenizer, model_path)
+    else:
+        save_merged_atomic(trainer, tokenizer, model_path)
     log_history = list(trainer.state.log_history)
     if is_main_process():
         write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)

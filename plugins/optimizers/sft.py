@@ -36,6 +36,12 @@ from drirl.distributed import is_main_process
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, load_tokenizer
 from drirl.hookspecs import Register
+from drirl.lora import (
+    lora_config,
+    lora_values,
+    merge_saved_adapters,
+    save_merged_atomic,
+)
 from drirl.plugins.optimizers.sft_dpo_common import (
     base_config_values,
     check_common_settings,
@@ -77,7 +83,9 @@ class SFTSettings:
     ``balance_kinds`` the conversations of the rarer kind (harmful or benign) are repeated
     until both kinds are equally many. The built-in data has two harmful prompts per benign
     one, so without it the model learns to refuse benign look-alikes too. ``trl_args``
-    passes further SFTConfig fields through unchanged.
+    passes further SFTConfig fields through unchanged. ``lora`` trains LoRA adapters
+    instead of every weight (``drirl.lora`` lists its keys and defaults). Null, the
+    default, trains every weight.
     """
 
     learning_rate: float = 1e-5
@@ -88,9 +96,11 @@ class SFTSettings:
     logging_steps: int = 1
     balance_kinds: bool = True
     trl_args: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_common_settings(self)
+        lora_values(self.lora)
 
 
 def build_sft_dataset(
@@ -182,11 +192,13 @@ def build_sft_trainer(
     model = AutoModelForCausalLM.from_pretrained(
         policy_path, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code
     )
+    lora = lora_values(settings.lora)
     trainer = SFTTrainer(
         model=model,
         args=build_sft_config(settings, out_dir, ctx),
         train_dataset=dataset,
         processing_class=tokenizer,
+        peft_config=lora_config(lora) if lora is not None else None,
     )
     if not ctx.show_progress:
         # With tqdm disabled, transformers prints every log dict to stdout instead.
@@ -228,12 +240,20 @@ class SFT(Optimizer):
             self.settings.batch_size,
         )
         trainer.train()
+        lora = self.settings.lora is not None
         if is_main_process():
             last_step = self.settings.steps
-            collect_trainer_checkpoints(out_dir / "trainer", out_dir, last_step)
+            saved = collect_trainer_checkpoints(out_dir / "trainer", out_dir, last_step)
+            if lora:
+                merge_saved_adapters(
+                    saved, policy_path, trust_remote_code=ctx.trust_remote_code
+                )
 
         model_path = out_dir / MODEL_DIR
-        save_model_atomic(trainer, trainer.processing_class, model_path)
+        if lora:
+            save_merged_atomic(trainer, trainer.processing_class, model_path)
+        else:
+            save_model_atomic(trainer, trainer.processing_class, model_path)
         log_history = list(trainer.state.log_history)
         if is_main_process():
             write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)
