@@ -27,7 +27,7 @@ from drirl.judging import GuardedJudge, public_settings
 from drirl.plugin_manager import Plugins
 from drirl.stage_store import DONE_FILE, StageStore, stage_key
 from drirl.training_curves import curve_summary
-from drirl.warm_start import WARM_START_SETTINGS
+from drirl.warm_start import WARM_START_SETTINGS, warm_start_key_settings
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class ExperimentRunner:
         optimizer = self.plugins.get("optimizer", warm.optimizer)(warm.settings)
         inputs = {
             "optimizer": warm.optimizer,
-            "training": warm.settings,
+            "training": warm_start_key_settings(warm.settings),
             "policy": policy_id,
             "data": data_digest,
             "seed": cell.seed,

@@ -18,7 +18,7 @@ model itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 from drirl.errors import ConfigError
@@ -29,6 +29,9 @@ DEFAULT_OPTIMIZER = "sft"
 # Reward-learner settings that make the reward stage sample the warm-started policy.
 WARM_START_SETTINGS = ("warm_start_samples", "warm_start_refusals", "warm_start_compliance")
 FIELDS = ("optimizer", "settings")
+# Settings fields added after warm starts were first stored. The stage key leaves each
+# out while it is None, so the keys of warm starts trained before it existed stay valid.
+KEY_WHEN_SET = ("lora",)
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,18 @@ def resolve_warm_start(
         component=f"warm-start optimizer {name!r}",
     )
     return WarmStart(name, settings)
+
+
+def warm_start_key_settings(settings: Any) -> Any:
+    """Return the warm start's settings as its stage key reads them.
+
+    A dataclass becomes a dict without the ``KEY_WHEN_SET`` fields that are None, and
+    any other value is returned unchanged.
+    """
+    if not is_dataclass(settings) or isinstance(settings, type):
+        return settings
+    values = asdict(settings)
+    for name in KEY_WHEN_SET:
+        if values.get(name, 0) is None:
+            del values[name]
+    return values

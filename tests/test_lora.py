@@ -23,6 +23,8 @@ from drirl.embedded import embedded_policy_path
 from drirl.errors import ConfigError
 from drirl.lora import LORA_DEFAULTS, lora_config, lora_values
 from drirl.plugins.optimizers.grpo_data import GRPOSettings
+from drirl.plugins.optimizers.sft import SFTSettings
+from drirl.warm_start import warm_start_key_settings
 
 EXPERIMENT = {
     "name": "lora",
@@ -189,3 +191,12 @@ def test_bad_lora_names_field(tmp_path, plugins):
     assert "training" in message
     assert "lora.alpha is 0" in message
     assert "a number > 0" in message
+
+
+def test_warm_start_key_skips_unset_lora():
+    assert "lora" not in warm_start_key_settings(SFTSettings())
+
+
+def test_warm_start_key_keeps_set_lora():
+    values = warm_start_key_settings(SFTSettings(lora={"r": 4}))
+    assert values["lora"] == {"r": 4}
