@@ -70,6 +70,8 @@ class RunContext:
     ``checkpoint_every`` is set for the optimize stage of a cell with
     ``evaluation.checkpoint_every``: an optimizer then saves the policy every that many
     steps with ``drirl.checkpoints`` (see there for the folders).
+    ``generation_cache`` is the folder where the judged benchmarks keep their responses
+    for the next judge (``drirl.generation_cache``), or None to generate every time.
     """
 
     seed: int = 0
@@ -80,6 +82,7 @@ class RunContext:
     trust_remote_code: bool = False
     warm_start_model: Path | None = None
     checkpoint_every: int | None = None
+    generation_cache: Path | None = None
 
 
 def warn_remote_code(model: str) -> None:

@@ -27,6 +27,7 @@ from drirl.components import (
 )
 from drirl.dataset import select
 from drirl.errors import DrirlError
+from drirl.generation_cache import cached_generate
 from drirl.lm_eval_runner import (
     backend_problem,
     backend_args_problem,
@@ -201,17 +202,26 @@ class JudgedBenchmark(Benchmark):
             "%s: evaluating %s on %d prompts", self.name, model_path, len(selected)
         )
 
-        pairs = generate_with_lm_eval(
+        generation = {
+            "task_name": f"drirl_{self.name}",
+            "max_new_tokens": self.settings.max_new_tokens,
+            "batch_size": self.settings.batch_size,
+            "device": ctx.device,
+            "backend": self.settings.backend,
+            "backend_args": self.settings.backend_args,
+        }
+        pairs = cached_generate(
+            ctx.generation_cache,
             Path(model_path),
             selected,
-            Path(out_dir),
-            task_name=f"drirl_{self.name}",
-            max_new_tokens=self.settings.max_new_tokens,
-            batch_size=self.settings.batch_size,
-            device=ctx.device,
-            trust_remote_code=ctx.trust_remote_code,
-            backend=self.settings.backend,
-            backend_args=self.settings.backend_args,
+            generation,
+            lambda: generate_with_lm_eval(
+                Path(model_path),
+                selected,
+                Path(out_dir),
+                trust_remote_code=ctx.trust_remote_code,
+                **generation,
+            ),
         )
         prompts = [record.prompt for record, _ in pairs]
         responses = [response for _, response in pairs]

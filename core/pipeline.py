@@ -27,6 +27,7 @@ from drirl.judging import GuardedJudge, public_settings
 from drirl.plugin_manager import Plugins
 from drirl.stage_store import DONE_FILE, StageStore, stage_key
 from drirl.training_curves import curve_summary
+from drirl.generation_cache import GENERATIONS_DIR
 from drirl.warm_start import WARM_START_SETTINGS, warm_start_key_settings
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class ExperimentRunner:
             cache_dir=self.cache_dir,
             show_progress=self.show_progress,
             trust_remote_code=cell.trust_remote_code,
+            generation_cache=self.run_dir / GENERATIONS_DIR,
         )
         # The main process converts the embedded model once; the others then reuse it.
         with main_process_first():
