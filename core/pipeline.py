@@ -23,11 +23,11 @@ from drirl.config import Experiment
 from drirl.dataset import balance, select
 from drirl.distributed import barrier, is_main_process, main_process_first
 from drirl.embedded import CONVERSION_VERSION, EMBEDDED_POLICY, resolve_model
+from drirl.generation_cache import GENERATIONS_DIR
 from drirl.judging import GuardedJudge, public_settings
 from drirl.plugin_manager import Plugins
 from drirl.stage_store import DONE_FILE, StageStore, stage_key
 from drirl.training_curves import curve_summary
-from drirl.generation_cache import GENERATIONS_DIR
 from drirl.warm_start import WARM_START_SETTINGS, warm_start_key_settings
 
 logger = logging.getLogger(__name__)
