@@ -23,7 +23,7 @@ from typing import Any
 
 from drirl.atomic import to_jsonable
 from drirl.components import Record
-from drirl.lm_eval_runner import write_jsonl
+from drirl.lm_eval_runner import _weights_signature, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -32,22 +32,13 @@ GENERATIONS_DIR = "generations"
 Pairs = list[tuple[Record, str]]
 
 
-def _model_signature(model_path: Path) -> list[Any]:
-    folder = Path(model_path).resolve()
-    files = [
-        [item.name, item.stat().st_size, item.stat().st_mtime_ns]
-        for item in sorted(folder.iterdir())
-        if item.is_file()
-    ]
-    return [str(folder), files]
-
-
 def generation_key(
     model_path: Path, records: Sequence[Record], settings: dict[str, Any]
 ) -> str:
     """Return the hash that names the cached responses of these inputs."""
+    folder = Path(model_path).resolve()
     inputs = {
-        "model": _model_signature(model_path),
+        "model": [str(folder), _weights_signature(folder)],
         "prompts": [[record.id, record.prompt] for record in records],
         "settings": to_jsonable(settings),
     }
