@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
 from drirl.atomic import write_json_atomic, write_text_atomic
-from drirl.checkpoints import collect_trainer_checkpoints, trainer_save_values
+from drirl.checkpoints import trainer_save_values
 from drirl.components import DifficultyScaler, Record, RunContext, TrainResult
 from drirl.distributed import is_main_process, main_process_first
 from drirl.errors import DrirlError
@@ -29,9 +29,9 @@ from drirl.plugins.optimizers.dpo_trainer import ScaledDPOTrainer
 from drirl.plugins.optimizers.sft_dpo_common import (
     base_config_values,
     check_trl_args,
-    save_model_atomic,
     train_split,
 )
+from drirl.policy_save import save_trained_policy
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +167,16 @@ def run_dpo(
         settings.batch_size,
     )
     trainer.train()
-    if is_main_process():
-        collect_trainer_checkpoints(out_dir / "trainer", out_dir, settings.steps)
-
     model_path = out_dir / MODEL_DIR
-    save_model_atomic(trainer, trainer.processing_class, model_path)
+    save_trained_policy(
+        trainer,
+        trainer.processing_class,
+        out_dir=out_dir,
+        model_path=model_path,
+        policy_path=Path(policy_path),
+        steps=settings.steps,
+        lora=False,
+    )
     log_history = list(trainer.state.log_history)
     if is_main_process():
         write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)

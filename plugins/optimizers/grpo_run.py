@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from drirl.atomic import write_json_atomic
-from drirl.checkpoints import collect_trainer_checkpoints, trainer_save_values
+from drirl.checkpoints import trainer_save_values
 from drirl.components import (
     DifficultyScaler,
     Record,
@@ -21,15 +21,10 @@ from drirl.components import (
     RunContext,
     TrainResult,
 )
-from drirl.distributed import is_main_process, shared_atomic_folder
+from drirl.distributed import is_main_process
 from drirl.errors import ConfigError, DrirlError
 from drirl.generation import load_tokenizer
-from drirl.lora import (
-    lora_config,
-    lora_values,
-    merge_saved_adapters,
-    save_merged_atomic,
-)
+from drirl.lora import lora_config, lora_values
 from drirl.plugins.optimizers.grpo_data import (
     GRPOSettings,
     build_train_dataset,
@@ -37,6 +32,7 @@ from drirl.plugins.optimizers.grpo_data import (
 )
 from drirl.plugins.optimizers.grpo_monitors import MONITOR_NAMES, refusal_monitors
 from drirl.plugins.optimizers.grpo_trainer import ScaledGRPOTrainer
+from drirl.policy_save import save_trained_policy
 
 logger = logging.getLogger(__name__)
 
@@ -108,18 +104,6 @@ def build_config(settings: GRPOSettings, out_dir: Path, ctx: RunContext) -> GRPO
     return GRPOConfig(**values)
 
 
-def _save_model_atomic(trainer: GRPOTrainer, tokenizer: Any, model_path: Path) -> None:
-    """Save weights (safetensors) and tokenizer to a temporary folder, then rename it.
-
-    Every process calls ``save_model``, which writes on the main process only and gathers
-    sharded weights under DeepSpeed ZeRO-3 or FSDP.
-    """
-    with shared_atomic_folder(model_path) as tmp:
-        trainer.save_model(str(tmp))
-        if is_main_process():
-            tokenizer.save_pretrained(str(tmp))
-
-
 def run_grpo(
     settings: GRPOSettings,
     policy_path: Path,
@@ -151,6 +135,7 @@ def run_grpo(
         settings.max_prompt_length,
         ctx.seed,
         balance_kinds=settings.balance_kinds,
+        harmful_share=settings.harmful_share,
     )
     model = AutoModelForCausalLM.from_pretrained(
         policy_path, dtype=torch.float32, trust_remote_code=ctx.trust_remote_code
@@ -187,20 +172,17 @@ def run_grpo(
         settings.batch_size,
     )
     trainer.train()
-    if is_main_process():
-        saved = collect_trainer_checkpoints(
-            out_dir / TRAINER_DIR, out_dir, settings.steps
-        )
-        if lora is not None:
-            merge_saved_adapters(
-                saved, policy_path, trust_remote_code=ctx.trust_remote_code
-            )
-
     model_path = out_dir / MODEL_DIR
-    if lora is None:
-        _save_model_atomic(trainer, tokenizer, model_path)
-    else:
-        save_merged_atomic(trainer, tokenizer, model_path)
+    save_trained_policy(
+        trainer,
+        tokenizer,
+        out_dir=out_dir,
+        model_path=model_path,
+        policy_path=policy_path,
+        steps=settings.steps,
+        lora=lora is not None,
+        trust_remote_code=ctx.trust_remote_code,
+    )
     log_history = list(trainer.state.log_history)
     if is_main_process():
         write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)

@@ -22,7 +22,7 @@ from trl import SFTConfig, SFTTrainer
 
 from drirl import hookimpl
 from drirl.atomic import write_json_atomic
-from drirl.checkpoints import collect_trainer_checkpoints, trainer_save_values
+from drirl.checkpoints import trainer_save_values
 from drirl.components import (
     DifficultyScaler,
     Optimizer,
@@ -36,21 +36,16 @@ from drirl.distributed import is_main_process
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, load_tokenizer
 from drirl.hookspecs import Register
-from drirl.lora import (
-    lora_config,
-    lora_values,
-    merge_saved_adapters,
-    save_merged_atomic,
-)
+from drirl.lora import lora_config, lora_values
 from drirl.plugins.optimizers.sft_dpo_common import (
     base_config_values,
     check_common_settings,
     check_trl_args,
     fits_budget,
-    save_model_atomic,
     train_split,
     warn_left_out,
 )
+from drirl.policy_save import save_trained_policy
 from drirl.scaling import is_identity_scaler
 
 logger = logging.getLogger(__name__)
@@ -240,20 +235,17 @@ class SFT(Optimizer):
             self.settings.batch_size,
         )
         trainer.train()
-        lora = self.settings.lora is not None
-        if is_main_process():
-            last_step = self.settings.steps
-            saved = collect_trainer_checkpoints(out_dir / "trainer", out_dir, last_step)
-            if lora:
-                merge_saved_adapters(
-                    saved, policy_path, trust_remote_code=ctx.trust_remote_code
-                )
-
         model_path = out_dir / MODEL_DIR
-        if lora:
-            save_merged_atomic(trainer, trainer.processing_class, model_path)
-        else:
-            save_model_atomic(trainer, trainer.processing_class, model_path)
+        save_trained_policy(
+            trainer,
+            trainer.processing_class,
+            out_dir=out_dir,
+            model_path=model_path,
+            policy_path=policy_path,
+            steps=self.settings.steps,
+            lora=self.settings.lora is not None,
+            trust_remote_code=ctx.trust_remote_code,
+        )
         log_history = list(trainer.state.log_history)
         if is_main_process():
             write_json_atomic(out_dir / LOG_HISTORY_FILE, log_history)

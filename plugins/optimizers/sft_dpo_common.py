@@ -12,13 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedTokenizerBase
 
 from drirl.components import Record, RunContext
-from drirl.distributed import is_main_process, shared_atomic_folder
 from drirl.errors import ConfigError, DrirlError
 from drirl.generation import chat_messages
 
@@ -159,15 +157,3 @@ def warn_left_out(ids: Sequence[str], settings: Any, what: str) -> None:
         settings.max_prompt_length + settings.max_completion_length,
         ", ".join(ids[:10]),
     )
-
-
-def save_model_atomic(trainer: Trainer, tokenizer: Any, model_path: Path) -> None:
-    """Save weights (safetensors) and tokenizer to a temporary folder, then rename it.
-
-    Every process calls ``save_model``, which writes on the main process only and gathers
-    sharded weights under DeepSpeed ZeRO-3 or FSDP.
-    """
-    with shared_atomic_folder(model_path) as tmp:
-        trainer.save_model(str(tmp))
-        if is_main_process():
-            tokenizer.save_pretrained(str(tmp))
