@@ -17,6 +17,7 @@ Every error names the file and the line.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -169,3 +170,23 @@ def balanced_by_kind(records: Sequence[Record]) -> list[Record]:
     for group in by_kind.values():
         balanced.extend(group[i % len(group)] for i in range(largest - len(group)))
     return balanced
+
+
+def with_harmful_share(records: Sequence[Record], share: float) -> list[Record]:
+    """Repeat harmful or benign records until harmful ones make up ``share`` of the list.
+
+    Only the kind that falls short is repeated, in turn from its first record, so every
+    record appears at least once. The records keep their order; the repeats follow them.
+    A list with a single kind is returned as it is.
+    """
+    harmful = [record for record in records if record.kind == "harmful"]
+    benign = [record for record in records if record.kind != "harmful"]
+    if not harmful or not benign:
+        return list(records)
+    if len(harmful) / len(records) < share:
+        short, target = harmful, share * len(benign) / (1 - share)
+    else:
+        short, target = benign, (1 - share) * len(harmful) / share
+    # Rounded first, so that float error (0.4 * 6 / 0.6 = 4.000000000000001) adds no record.
+    extra = max(0, math.ceil(round(target, 9)) - len(short))
+    return list(records) + [short[i % len(short)] for i in range(extra)]

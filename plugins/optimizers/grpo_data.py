@@ -15,7 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from drirl.components import OptimizerSettings, Record, RewardScorer
-from drirl.dataset import balanced_by_kind
+from drirl.dataset import balanced_by_kind, with_harmful_share
 from drirl.errors import DrirlError
 from drirl.generation import chat_messages, chat_text
 from drirl.kind_heads import score_with_kinds
@@ -54,7 +54,8 @@ class GRPOSettings(OptimizerSettings):
     named. With ``mask`` that completion is left out of its group's statistics and gets
     advantage 0. With ``balance_kinds`` the train prompts of the rarer kind (harmful or
     benign) are repeated until both kinds are equally many, so benign look-alikes get as
-    many groups as harmful prompts.
+    many groups as harmful prompts. ``harmful_share``, a number in (0, 1), repeats the
+    harmful or the benign train prompts instead, until harmful ones make up that share.
     ``trl_args`` passes further GRPOConfig fields through unchanged (for example
     ``gradient_accumulation_steps`` or ``loss_type``). ``lora`` trains LoRA adapters
     instead of every weight (``drirl.lora`` lists its keys and defaults). Null, the
@@ -66,6 +67,7 @@ class GRPOSettings(OptimizerSettings):
     logging_steps: int = 1
     nonfinite_rewards: str = "raise"
     balance_kinds: bool = False
+    harmful_share: float | None = None
     trl_args: dict[str, Any] = field(default_factory=dict)
     lora: dict[str, Any] | None = None
 
@@ -122,6 +124,19 @@ class GRPOSettings(OptimizerSettings):
             self.balance_kinds,
             "true or false",
         )
+        share = self.harmful_share
+        _require(
+            share is None or (_is_number(share) and 0 < share < 1),
+            "harmful_share",
+            share,
+            "null or a number in (0, 1)",
+        )
+        _require(
+            share is None or not self.balance_kinds,
+            "harmful_share",
+            share,
+            "null when balance_kinds is true, because balance_kinds sets the share to 0.5",
+        )
         _require(
             isinstance(self.trl_args, dict),
             "trl_args",
@@ -136,13 +151,18 @@ class GRPOSettings(OptimizerSettings):
 
 
 def train_records(
-    records: Sequence[Record], seed: int, *, balance_kinds: bool = False
+    records: Sequence[Record],
+    seed: int,
+    *,
+    balance_kinds: bool = False,
+    harmful_share: float | None = None,
 ) -> list[Record]:
     """Return the train split, harmful and benign alike, shuffled with ``seed``.
 
     Benign look-alikes stay in the training data so that batches reward helpful responses
     to them. Without them, refusing every prompt is the cheapest way to a high reward.
-    With ``balance_kinds`` the rarer kind's records are repeated to match the other's count.
+    With ``balance_kinds`` the rarer kind's records are repeated to match the other's count,
+    and with ``harmful_share`` the kind that falls short of that share is repeated.
     """
     train = [record for record in records if record.split == "train"]
     if not train:
@@ -157,6 +177,8 @@ def train_records(
         )
     if balance_kinds:
         train = balanced_by_kind(train)
+    if harmful_share is not None:
+        train = with_harmful_share(train, harmful_share)
     random.Random(seed).shuffle(train)
     return train
 
@@ -168,6 +190,7 @@ def build_train_dataset(
     seed: int,
     *,
     balance_kinds: bool = False,
+    harmful_share: float | None = None,
 ) -> Dataset:
     """Build TRL's conversational prompt dataset from the train split.
 
@@ -184,7 +207,9 @@ def build_train_dataset(
         "kind": [],
     }
     too_long = []
-    for record in train_records(records, seed, balance_kinds=balance_kinds):
+    for record in train_records(
+        records, seed, balance_kinds=balance_kinds, harmful_share=harmful_share
+    ):
         length = len(
             tokenizer(chat_text(tokenizer, record.prompt), add_special_tokens=False)[
                 "input_ids"
