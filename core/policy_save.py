@@ -43,8 +43,9 @@ def save_trained_policy(
 ) -> None:
     """Move the trainer's step checkpoints to ``out_dir`` and save the final policy.
 
-    The checkpoints are read from the trainer's ``output_dir``. With ``lora`` the adapters of each checkpoint and of the final policy are merged into
-    the weights of ``policy_path``, the policy the stage started from.
+    The checkpoints are read from the trainer's ``output_dir``. With ``lora`` the adapters
+    of each checkpoint and of the final policy are merged into the weights of
+    ``policy_path``, the policy the stage started from.
     """
     if is_main_process():
         saved = collect_trainer_checkpoints(
