@@ -176,8 +176,8 @@ def with_harmful_share(records: Sequence[Record], share: float) -> list[Record]:
     """Repeat harmful or benign records until harmful ones make up ``share`` of the list.
 
     Only the kind that falls short is repeated, in turn from its first record, so every
-    record appears at least once. The records keep their order; the repeats follow them.
-    A list with a single kind is returned as it is.
+    record appears at least once. The records keep their order, and the repeats follow
+    them. A list with a single kind is returned as it is.
     """
     harmful = [record for record in records if record.kind == "harmful"]
     benign = [record for record in records if record.kind != "harmful"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from drirl.atomic import to_jsonable
 from drirl.components import Record
-from drirl.lm_eval_runner import _weights_signature, write_jsonl
+from drirl.lm_eval_runner import weights_signature, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def generation_key(
     """Return the hash that names the cached responses of these inputs."""
     folder = Path(model_path).resolve()
     inputs = {
-        "model": [str(folder), _weights_signature(folder)],
+        "model": [str(folder), weights_signature(folder)],
         "prompts": [[record.id, record.prompt] for record in records],
         "settings": to_jsonable(settings),
     }
@@ -64,7 +64,10 @@ def _read_pairs(path: Path, records: Sequence[Record]) -> Pairs | None:
             path,
         )
         return None
-    return [(record, str(row["response"])) for record, row in zip(records, rows)]
+    if not all(isinstance(row.get("response"), str) for row in rows):
+        logger.warning("ignoring cached responses %s: a row has no response text", path)
+        return None
+    return [(record, row["response"]) for record, row in zip(records, rows)]
 
 
 def cached_generate(

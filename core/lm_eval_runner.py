@@ -141,7 +141,7 @@ def build_task_config(
     }
 
 
-def _weights_signature(model_path: Path) -> tuple[tuple[str, int, int], ...]:
+def weights_signature(model_path: Path) -> tuple[tuple[str, int, int], ...]:
     """Return (name, size, mtime) of the folder's files, so rewritten weights reload."""
     return tuple(
         (item.name, item.stat().st_size, item.stat().st_mtime_ns)
@@ -183,7 +183,7 @@ def load_lm(
         trust_remote_code,
         backend,
         repr(sorted(backend_args.items())),
-        _weights_signature(model_path),
+        weights_signature(model_path),
     )
     if _cached_lm is not None and _cached_lm[0] == key:
         return _cached_lm[1]

@@ -1,4 +1,4 @@
-"""Writing a trained policy, with or without LoRA adapters, as a plain model folder.
+"""The last step of the training optimizers: the trained policy as a plain model folder.
 
 The ``sft``, ``dpo``, ``grpo`` and ``grpo_s`` stages end the same way. The trainer's
 step checkpoints are moved to ``<stage>/checkpoints/step-<n>``, and adapters saved in them

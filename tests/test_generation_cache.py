@@ -109,6 +109,21 @@ def test_damaged_file_generates_again(tmp_path, model):
     ]
 
 
+
+def test_missing_response_generates_again(tmp_path, model):
+    generate = CountingGenerate()
+    cache = tmp_path / "cache"
+    cached_generate(cache, model, RECORDS, SETTINGS, generate)
+    (path,) = cache.glob("*.jsonl")
+    rows = [{"id": "insult-h01"}, {"id": "insult-b01", "response": "kept"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    pairs = cached_generate(cache, model, RECORDS, SETTINGS, generate)
+    assert generate.calls == 2
+    assert [response for _, response in pairs] == [
+        "response to insult-h01",
+        "response to insult-b01",
+    ]
+
 # One run with two judges.
 
 EXPERIMENT = {
